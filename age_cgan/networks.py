@@ -1,0 +1,161 @@
+"""The four Age-cGAN networks as Keras 3 functional models (backend-agnostic: keras.ops only).
+
+Defaults reproduce the tutorial architecture of "Generative Adversarial Networks Projects",
+chapter 3 (see shared/docs/reference.md): encoder 18,287,268, generator 34,885,251 and
+discriminator 1,569,665 parameters for 64x64x3 faces, z of 100 and six age categories.
+
+Conventions: images are float32 in [-1, 1], shape (B, H, W, 3); ages are one-hot (B, num_ages);
+the discriminator returns the probability that (image, age) is a real pair (sigmoid, real = 1).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+Z_DIM = 100  # tutorial / paper latent size
+IMAGE_SIZE = 64  # tutorial face size
+NUM_AGES = 6  # the paper's categories; see age_cgan.ages
+FR_INPUT_SIZE = 160  # backbone input; the book upsamples 3x to 192, 160 is the FaceNet size
+EMBEDDING_DIM = 128  # FR embedding size (tutorial)
+
+
+@keras.saving.register_keras_serializable(package="age_cgan")
+class TileAge(layers.Layer):
+    """Concatenate an age one-hot, tiled over the feature map's height and width.
+
+    Inputs ``[features (B, H, W, C), age (B, A)]`` -> ``(B, H, W, C + A)``. H and W come from
+    the features, so the tiling follows the image size (the book hard-codes 32x32).
+    """
+
+    def call(self, inputs):
+        features, age = inputs
+        shape = ops.shape(features)
+        age = ops.cast(age, features.dtype)
+        tiled = ops.broadcast_to(age[:, None, None, :], (shape[0], shape[1], shape[2], age.shape[-1]))
+        return ops.concatenate([features, tiled], axis=-1)
+
+    def compute_output_shape(self, input_shapes):
+        features, age = input_shapes
+        return (*features[:-1], features[-1] + age[-1])
+
+
+@keras.saving.register_keras_serializable(package="age_cgan")
+class L2Normalize(layers.Layer):
+    """Scale each row to unit Euclidean norm (the FR embedding lives on the unit sphere)."""
+
+    def __init__(self, epsilon=1e-10, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), self.epsilon))
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _conv_block(x, filters, kernel, strides, batch_norm, name, momentum=0.99):
+    """Conv2D (same padding) [+ BatchNorm] + LeakyReLU(0.2): the block every network repeats."""
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+    return layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu")(x)
+
+
+def build_encoder(image_size: int = IMAGE_SIZE, z_dim: int = Z_DIM) -> keras.Model:
+    """Encoder E: face (B, S, S, 3) in [-1, 1] -> latent z (B, z_dim), no activation."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = image
+    for i, filters in enumerate((32, 64, 128, 256)):  # (S/2 .. S/16) x (32 .. 256)
+        x = _conv_block(x, filters, 5, 2, batch_norm=i > 0, name=f"block{i + 1}")
+    x = layers.Flatten(name="flatten")(x)  # (S/16)^2 * 256
+    x = layers.Dense(4096, name="fc")(x)
+    x = layers.BatchNormalization(name="fc_bn")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name="fc_lrelu")(x)
+    z = layers.Dense(z_dim, name="z")(x)
+    return keras.Model(image, z, name="encoder")
+
+
+def build_generator(
+    z_dim: int = Z_DIM, num_ages: int = NUM_AGES, image_size: int = IMAGE_SIZE, dropout: float = 0.2
+) -> keras.Model:
+    """Generator G: (z (B, z_dim), age one-hot (B, num_ages)) -> face (B, S, S, 3) in [-1, 1]."""
+    if image_size % 8:
+        raise ValueError(f"image_size must be a multiple of 8, got {image_size}")
+    base = image_size // 8
+    z = keras.Input((z_dim,), name="z")
+    age = keras.Input((num_ages,), name="age")
+    x = layers.Concatenate(name="z_age")([z, age])
+    x = layers.Dense(2048, name="fc1")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name="fc1_lrelu")(x)
+    x = layers.Dropout(dropout, name="fc1_dropout")(x)
+    x = layers.Dense(256 * base * base, name="fc2")(x)
+    x = layers.BatchNormalization(name="fc2_bn")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name="fc2_lrelu")(x)
+    x = layers.Dropout(dropout, name="fc2_dropout")(x)
+    x = layers.Reshape((base, base, 256), name="reshape")(x)  # (S/8, S/8, 256)
+    for i, filters in enumerate((128, 64)):  # (S/4, S/4, 128) then (S/2, S/2, 64)
+        x = layers.UpSampling2D(2, name=f"up{i + 1}")(x)
+        x = _conv_block(x, filters, 5, 1, batch_norm=True, name=f"block{i + 1}", momentum=0.8)
+    x = layers.UpSampling2D(2, name="up3")(x)  # (S, S, 64)
+    x = layers.Conv2D(3, 5, padding="same", name="to_rgb")(x)
+    image = layers.Activation("tanh", dtype="float32", name="image")(x)
+    return keras.Model([z, age], image, name="generator")
+
+
+def build_discriminator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES) -> keras.Model:
+    """Discriminator D: (image (B, S, S, 3), age one-hot (B, A)) -> P(real pair) (B, 1).
+
+    The age is tiled over the first convolution's output (S/2 x S/2) and concatenated there.
+    """
+    image = keras.Input((image_size, image_size, 3), name="image")
+    age = keras.Input((num_ages,), name="age")
+    x = _conv_block(image, 64, 3, 2, batch_norm=False, name="block1")  # (S/2, S/2, 64)
+    x = TileAge(name="tile_age")([x, age])  # (S/2, S/2, 64 + A)
+    for i, filters in enumerate((128, 256, 512)):  # down to (S/16, S/16, 512)
+        x = _conv_block(x, filters, 3, 2, batch_norm=True, name=f"block{i + 2}")
+    x = layers.Flatten(name="flatten")(x)
+    p = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_real")(x)
+    return keras.Model([image, age], p, name="discriminator")
+
+
+def build_face_recognizer(
+    image_size: int = IMAGE_SIZE,
+    weights: str | None = None,
+    input_size: int = FR_INPUT_SIZE,
+    embedding_dim: int = EMBEDDING_DIM,
+) -> keras.Model:
+    """Face recogniser FR: face (B, S, S, 3) in [-1, 1] -> unit-norm embedding (B, 128).
+
+    InceptionResNetV2 (no top, average pooling) on the face resized in-model to
+    ``input_size``; its expected input range is [-1, 1], which our faces already have.
+    ``weights``: "imagenet" (downloaded by Keras), None (random), or a path to a local
+    InceptionResNetV2 no-top weights file (.h5 / .weights.h5).
+    """
+    backbone_weights = "imagenet" if weights == "imagenet" else None
+    try:
+        backbone = keras.applications.InceptionResNetV2(
+            include_top=False,
+            weights=backbone_weights,
+            input_shape=(input_size, input_size, 3),
+            pooling="avg",
+        )
+    except Exception as error:  # download failures surface as many exception types
+        if backbone_weights != "imagenet":
+            raise
+        raise RuntimeError(
+            "could not download the ImageNet weights of InceptionResNetV2 "
+            f"({type(error).__name__}: {error}). Offline, download "
+            "'inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5' elsewhere and "
+            "pass its path (--fr-weights PATH), or use --fr-weights none."
+        ) from error
+    if weights not in (None, "imagenet", "none"):
+        backbone.load_weights(weights)
+    face = keras.Input((image_size, image_size, 3), name="image")
+    x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(face)
+    x = backbone(x)  # (B, 1536)
+    x = layers.Dense(embedding_dim, name="embedding")(x)
+    embedding = L2Normalize(dtype="float32", name="l2_normalize")(x)
+    return keras.Model(face, embedding, name="face_recognizer")
