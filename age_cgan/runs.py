@@ -1,0 +1,98 @@
+"""A run is a folder: its layout, its config, and loading its trained networks.
+
+```
+RUN/config.json                  the resolved settings of the run (image size, z, age bins, ...)
+RUN/models/<network>.keras       the latest finished weights of each network (encoder, generator,
+                                 discriminator, face_recognizer), written at the end of a stage
+RUN/stage<N>/                    TensorBoard events, checkpoint.npz, samples/*.png, metrics.jsonl
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+
+from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
+from age_cgan.ages import AgeBins
+
+NETWORKS = ("encoder", "generator", "discriminator", "face_recognizer")
+WHICH_STAGE = {
+    "generator": "1",
+    "discriminator": "1",
+    "encoder": "2",
+    "face_recognizer": "fr",
+}
+
+
+class RunFolderError(RuntimeError):
+    """A run folder lacks what a stage or a tool needs; the message says what and how to fix."""
+
+
+def write_json_atomic(path, data) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # --- layout -------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def model_path(self, network: str) -> Path:
+        return self.path / "models" / f"{network}.keras"
+
+    def stage_dir(self, stage) -> Path:
+        return self.path / f"stage{stage}"
+
+    # --- config -------------------------------------------------------------------------------
+    def read_config(self) -> dict:
+        if not self.config_path.is_file():
+            raise RunFolderError(
+                f"{self.path} is not a run folder (no config.json); train one with "
+                f"`python train.py --stage 1 --data PATH --run {self.path}`"
+            )
+        return json.loads(self.config_path.read_text())
+
+    def write_config(self, config: dict) -> None:
+        write_json_atomic(self.config_path, config)
+
+    def age_bins(self) -> AgeBins:
+        return AgeBins.parse(self.read_config()["age_bins"])
+
+    # --- networks -----------------------------------------------------------------------------
+    def has_model(self, network: str) -> bool:
+        return self.model_path(network).is_file()
+
+    def load_model(self, network: str) -> keras.Model:
+        """Load ``models/<network>.keras`` safely; a clear error names the stage that makes it."""
+        path = self.model_path(network)
+        if not path.is_file():
+            stage = WHICH_STAGE.get(network, "?")
+            raise RunFolderError(
+                f"{path} is missing: the run folder {self.path} has no trained {network}. "
+                f"Run `python train.py --stage {stage} --run {self.path}` first."
+            )
+        try:
+            return keras.saving.load_model(path, safe_mode=True, compile=False)
+        except Exception as error:
+            raise RunFolderError(f"cannot load {path}: {type(error).__name__}: {error}") from error
+
+    def save_model(self, model: keras.Model, network: str) -> Path:
+        """Write ``models/<network>.keras`` atomically (temp name + rename)."""
+        path = self.model_path(network)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{network}.tmp.keras")
+        model.save(tmp)
+        os.replace(tmp, path)
+        return path

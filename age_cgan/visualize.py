@@ -1,0 +1,48 @@
+"""Image grids for TensorBoard, sample PNGs and infer.py: uint8 in, uint8 out."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+LABEL_HEIGHT = 14
+
+
+def image_grid(images: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images (rows * cols, H, W, 3), row-major, into one (rows*(H+pad)+pad, ...) image."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    if n != rows * cols:
+        raise ValueError(f"{n} images do not fill a {rows}x{cols} grid")
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for index, image in enumerate(images):
+        r, k = divmod(index, cols)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        grid[top : top + h, left : left + w] = image
+    return grid
+
+
+def labelled_grid(images: np.ndarray, rows: int, cols: int, labels: list[str], pad: int = 2):
+    """``image_grid`` with one text label above each column (e.g. the age ranges)."""
+    grid = image_grid(images, rows, cols, pad)
+    cell = images.shape[2] + pad
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + LABEL_HEIGHT), "white")
+    canvas.paste(Image.fromarray(grid), (0, LABEL_HEIGHT))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for k, label in enumerate(labels):
+        width = draw.textlength(label, font=font)
+        draw.text((pad + k * cell + (cell - pad - width) / 2, 1), label, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def save_png(array: np.ndarray, path) -> None:
+    """Write a uint8 (H, W, 3) array as PNG, atomically (temp name + rename)."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+    os.replace(tmp, path)
