@@ -1,0 +1,85 @@
+"""``python train.py``: train the Age-cGAN stages in a run folder (thin over age_cgan.training)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from age_cgan.config import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train Age-cGAN: 1 = conditional GAN, 2 = encoder (initial latent "
+        "approximation), 3 = identity-preserving encoder fine-tuning, all = 1, 2, 3 in order. "
+        "The backend is KERAS_BACKEND (tensorflow by default, or jax). Watch it with "
+        "`tensorboard --logdir logs`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--stage", default="1", choices=["1", "2", "3", "all"], help="what to train")
+    p.add_argument("--data", help="UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age "
+                   "(stages 1 and 3; later stages reuse the run's)")
+    p.add_argument("--run", default=DEFAULTS.run, help="run folder for config, TensorBoard "
+                   "events, checkpoints, samples and models")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="total steps of each stage")
+    length.add_argument("--epochs", type=float, help="epochs over the training faces "
+                        "(default: 100 for stage 1 as in the paper, 5 for stage 3; stage 2 "
+                        "draws 100k synthetic pairs)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--age-bins", default=DEFAULTS.age_bins,
+                   help="age categories, e.g. '20-30,40-50' (default: the paper's six)")
+    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
+    p.add_argument("--z-dim", type=int, default=DEFAULTS.z_dim)
+    p.add_argument("--fr-weights", default=None,
+                   help="face recogniser for stage 3: imagenet | none | PATH to a local "
+                   "InceptionResNetV2 no-top weights file (default: the run's trained FR if "
+                   "present, else imagenet)")
+    p.add_argument("--fr-input-size", type=int, default=DEFAULTS.fr_input_size)
+    p.add_argument("--finetune-generator", action="store_true",
+                   help="stage 3 also trains G (keeping D's adversarial term)")
+    p.add_argument("--resume", action="store_true", help="continue each stage from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a stage again although it has a checkpoint")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16 (GPU)")
+    p.add_argument("--log-every", type=int, default=DEFAULTS.log_every)
+    p.add_argument("--sample-every", type=int, default=DEFAULTS.sample_every)
+    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
+    p.add_argument("--data-cache", help="folder for decoded faces (default ~/.cache/age_cgan)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    values = vars(args)
+    return TrainConfig(**{k: values[k] for k in TrainConfig.__dataclass_fields__ if k in values})
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser().error(str(error))
+    from age_cgan.data import NoFacesError
+    from age_cgan.runs import RunFolderError
+    from age_cgan.training.loop import NonFiniteLoss, train
+
+    try:
+        train(config)
+    except (RunFolderError, NonFiniteLoss, NoFacesError, FileNotFoundError, ValueError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted; resume with --resume (the last checkpoint is kept)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""One frozen config per training invocation, written into the run folder.
+
+Every default is the book's or the paper's value unless its comment says why it departs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from age_cgan.ages import DEFAULT_SPEC
+
+STAGES = ("1", "2", "3")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    run: str = "logs/run"  # the run folder: config, events, checkpoints, samples, models
+    data: str | None = None  # UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age
+    stage: str = "1"  # "1", "2", "3" or "all"
+
+    # --- the networks (a run keeps the values of its first stage) ---
+    image_size: int = 64  # tutorial
+    z_dim: int = 100  # paper / tutorial
+    age_bins: str = DEFAULT_SPEC  # paper's six categories
+    fr_input_size: int = 160  # FR backbone input; book 192 (3x upsampling), 160 is lighter
+    fr_weights: str | None = None  # None: the run's trained FR if present, else "imagenet" (book)
+
+    # --- length and batches ---
+    batch_size: int = 128  # book text (its repository uses 2)
+    steps: int | None = None  # total steps of the stage; overrides epochs
+    epochs: float | None = None  # None: 100 for stage 1 (paper), 5 for stage 3 (ours)
+    stage2_pairs: int = 100_000  # paper: the encoder sees 100k synthetic (z, y) pairs
+    seed: int = 0
+    test_fraction: float = 0.1  # paper: 10k of 120k held out (we keep ~10%)
+
+    # --- optimisers ---
+    lr_gan: float = 2e-4  # book: Adam(2e-4, beta_1=0.5) for D and G
+    beta1_gan: float = 0.5  # book
+    lr_encoder: float = 1e-3  # book: encoder compiled with 'adam' = Keras default 1e-3
+    lr_identity: float = 2e-4  # book stage 3: Adam(2e-4, beta_1=0.5)
+    beta1_identity: float = 0.5  # book stage 3
+    finetune_generator: bool = False  # stage 3 also trains G (then D's term keeps G realistic)
+    adversarial_weight: float = 0.1  # ours: D's term in G's stage-3 loss, next to identity
+    mixed_precision: bool = False  # mixed_bfloat16 (useful on GPUs; off on CPU)
+
+    # --- observation ---
+    log_every: int = 50  # steps per TensorBoard scalar window (means over the window)
+    sample_every: int = 500  # steps between sample grids (and always at the end)
+    checkpoint_every: int = 1000  # steps between checkpoints (and always at the end)
+    grid_rows: int = 8  # fixed latent rows (stage 1) / faces (stages 2-3) in sample grids
+    resume: bool = False
+    overwrite: bool = False  # start a stage again although it has a checkpoint
+    progress: bool = True
+    data_cache: str | None = None  # where decoded faces are cached (default ~/.cache/age_cgan)
+
+    def __post_init__(self):
+        if self.stage not in (*STAGES, "all"):
+            raise ValueError(f"--stage must be 1, 2, 3 or all, got {self.stage!r}")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("--steps must be at least 1")
+        if self.image_size % 16:
+            raise ValueError("--image-size must be a multiple of 16 (four stride-2 blocks)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def total_steps(self, stage: str, train_size: int | None) -> int:
+        """The stage's length in steps from --steps, --epochs or the stage default."""
+        if self.steps is not None:
+            return self.steps
+        if stage == "2":  # no data: synthetic pairs
+            return math.ceil(self.stage2_pairs / self.batch_size)
+        epochs = self.epochs if self.epochs is not None else (100 if stage == "1" else 5)
+        return max(1, math.ceil(epochs * train_size / self.batch_size))
+
+
+#: The keys a run folder's config.json fixes for the networks; later stages must agree.
+NETWORK_KEYS = ("image_size", "z_dim", "age_bins", "fr_input_size")

@@ -1,0 +1,82 @@
+"""Checkpoints: one .npz per stage holding everything needed to resume exactly.
+
+Weights and optimiser slots of the networks a stage trains, non-trainable state (BatchNorm
+statistics, dropout seeds), the step, the numpy RNG and sampler state (JSON), and fixed arrays
+such as the latent grid. Written to a temporary name and renamed, so a crash never leaves a
+half-written checkpoint; read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+
+
+def _variables(prefix, variables):
+    return {f"{prefix}/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+
+
+def save_checkpoint(path, models: dict, optimizers: dict, step: int, state: dict, arrays: dict):
+    """Write ``path`` atomically. ``state`` must be JSON-serialisable; ``arrays`` numpy."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {}
+    for name, model in models.items():
+        payload.update(_variables(f"model/{name}", model.variables))
+    for name, optimizer in optimizers.items():
+        payload.update(_variables(f"optimizer/{name}", optimizer.variables))
+    for key, value in arrays.items():
+        payload[f"array/{key}"] = np.asarray(value)
+    meta = {"format": FORMAT, "step": int(step), "state": state}
+    payload["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _assign(prefix, variables, stored, path):
+    for i, variable in enumerate(variables):
+        key = f"{prefix}/{i:04d}"
+        if key not in stored:
+            raise ValueError(f"{path} has no {key}: it was written by different networks")
+        value = stored[key]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{path}: {variable.path} has shape {tuple(variable.shape)} but the checkpoint "
+                f"holds {tuple(value.shape)}; the run's settings changed since it was written"
+            )
+        variable.assign(value)
+
+
+def load_checkpoint(path, models: dict, optimizers: dict):
+    """Restore into built models and optimisers; returns (step, state, arrays)."""
+    path = Path(path)
+    try:
+        stored = np.load(path, allow_pickle=False)
+        meta = json.loads(str(stored["meta"]))
+    except Exception as error:
+        raise ValueError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
+    with stored:
+        for name, model in models.items():
+            _assign(f"model/{name}", model.variables, stored, path)
+        for name, optimizer in optimizers.items():
+            _assign(f"optimizer/{name}", optimizer.variables, stored, path)
+        arrays = {k[len("array/"):]: stored[k] for k in stored.files if k.startswith("array/")}
+    return meta["step"], meta["state"], arrays
+
+
+def checkpoint_step(path) -> int | None:
+    """The step stored in a checkpoint, or None when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return json.loads(str(stored["meta"]))["step"]

@@ -1,0 +1,207 @@
+"""The training loop shared by every stage: progress, TensorBoard, checkpoints, resume.
+
+``train(config)`` runs one stage or all three in order inside one run folder. A stage resumes
+from ``RUN/stage<N>/checkpoint.npz`` with ``resume=True``; it refuses to start over a checkpoint
+unless ``overwrite=True``, so no work is lost by a repeated command.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
+from age_cgan.runs import RunFolder, RunFolderError
+from age_cgan.training.bridge import BACKEND, Step
+from age_cgan.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
+from age_cgan.training.logging import StageLogger
+from age_cgan.training.stages import STAGE_CLASSES, missing_models
+
+
+MAKES = {"1": ("generator", "discriminator"), "2": ("encoder",), "3": ()}
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Take the network settings a run folder already fixed; refuse conflicting ones."""
+    run = RunFolder(config.run)
+    if not run.config_path.is_file():
+        return config
+    stored = run.read_config()
+    defaults = TrainConfig()
+    changes = {}
+    for key in NETWORK_KEYS:
+        mine, theirs = getattr(config, key), stored.get(key)
+        if theirs is None or mine == theirs:
+            continue
+        if mine != getattr(defaults, key):
+            raise RunFolderError(
+                f"{run.path} was trained with {key}={theirs!r}; this command asks for {mine!r}. "
+                "Use another --run folder for other network settings."
+            )
+        changes[key] = theirs
+    if config.data is None and stored.get("data"):
+        changes["data"] = stored["data"]
+    return config.replace(**changes)
+
+
+def load_data(config: TrainConfig):
+    from age_cgan.data import load_dataset
+
+    if config.data is None:
+        raise ValueError("this stage trains on real faces: pass --data PATH (a UTKFace folder, "
+                         "wiki.mat / imdb.mat, or a CSV of path,age)")
+    dataset = load_dataset(
+        config.data, image_size=config.image_size, age_bins=config.age_bins,
+        cache_dir=config.data_cache, test_fraction=config.test_fraction, seed=config.seed,
+        progress=config.progress,
+    )
+    if config.progress:
+        print(dataset.summary.format())
+    return dataset
+
+
+def train(config: TrainConfig) -> dict:
+    """Run ``config.stage`` (or all stages) and return the last scalar window of each stage."""
+    config = resolve_config(config)
+    run = RunFolder(config.run)
+    run.path.mkdir(parents=True, exist_ok=True)
+    stages = STAGES if config.stage == "all" else (config.stage,)
+    _check_ready(run, stages, config)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    dataset = None
+    if any(STAGE_CLASSES[s].needs_data for s in stages):
+        dataset = load_data(config)
+    stored = run.read_config() if run.config_path.is_file() else {}
+    run.write_config({**stored, **{k: v for k, v in config.to_dict().items()}, "backend": BACKEND})
+    results = {}
+    for stage in stages:
+        results[stage] = run_stage(config, stage, dataset)
+    return results
+
+
+def _check_ready(run, stages, config):
+    """Fail before any work when a stage lacks what an earlier one makes."""
+    made = set()
+    for stage in stages:
+        missing = [m for m in missing_models(run, stage, config) if m not in made]
+        if missing:
+            needed = ", ".join(f"models/{m}.keras" for m in missing)
+            earlier = "1" if "generator" in missing or "discriminator" in missing else "2"
+            raise RunFolderError(
+                f"stage {stage} needs {needed} in {run.path}, which an earlier stage writes: "
+                f"run `python train.py --stage {earlier} --run {run.path}` first "
+                "(or --stage all)."
+            )
+        made.update(MAKES[stage])
+
+
+def run_stage(config: TrainConfig, stage_name: str, dataset=None) -> dict:
+    """Train one stage to its total steps; returns the means of the last logged window."""
+    run = RunFolder(config.run)
+    keras.utils.set_random_seed(config.seed)  # network initialisation (and dropout seeds)
+    stage = STAGE_CLASSES[stage_name](config, run, dataset)
+    step_fn = Step(stage.models, stage.optimizers, stage.updates)
+    checkpoint = run.stage_dir(stage_name) / "checkpoint.npz"
+    trained = {name: stage.models[name] for name in stage.trained}
+    start = _restore(config, stage, step_fn, checkpoint, trained)
+    total = config.total_steps(stage_name, None if dataset is None else len(dataset.train()))
+    logger = StageLogger(run.stage_dir(stage_name))
+    if start == 0:
+        logger.text(0, f"stage{stage_name}/config", _config_markdown(config))
+    window, last = [], {}
+    bar = tqdm(total=total, initial=start, desc=f"stage {stage_name}", disable=not config.progress,
+               unit="step", dynamic_ncols=True)
+    timer = time.perf_counter()
+    try:
+        for step in range(start + 1, total + 1):
+            window.append(step_fn(stage.next_batch()))
+            bar.update(1)
+            at_end = step == total
+            if step % config.log_every == 0 or at_end or step % config.checkpoint_every == 0:
+                elapsed = time.perf_counter() - timer
+                last = _flush(window, step, stage_name, config.batch_size, elapsed, logger)
+                bar.set_postfix(_postfix(last))
+                window, timer = [], time.perf_counter()
+            if step % config.sample_every == 0 or at_end:
+                step_fn.sync()
+                for tag, grid in stage.samples().items():
+                    logger.image(step, tag, grid)
+            if step % config.checkpoint_every == 0 or at_end:
+                step_fn.sync()
+                save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(), stage.fixed)
+            if step % config.sample_every == 0 or step % config.checkpoint_every == 0:
+                timer = time.perf_counter()  # images/sec counts training, not sampling or saving
+        step_fn.sync()
+        for name in stage.trained:
+            run.save_model(stage.models[name], name)
+    finally:
+        bar.close()
+        logger.close()
+    return last
+
+
+def _restore(config, stage, step_fn, checkpoint, trained) -> int:
+    stored_step = checkpoint_step(checkpoint)
+    if stored_step is None:
+        if config.resume and config.progress:
+            print(f"no checkpoint at {checkpoint}: stage {stage.name} starts at step 0")
+        return 0
+    if not config.resume:
+        if not config.overwrite:
+            raise RunFolderError(
+                f"stage {stage.name} of {config.run} already has a checkpoint at step "
+                f"{stored_step} ({checkpoint}). Pass --resume to continue it, or --overwrite to "
+                "start the stage again."
+            )
+        return 0
+    step, state, arrays = load_checkpoint(checkpoint, trained, stage.optimizers)
+    stage.set_state(state)
+    stage.fixed = {key: arrays[key] for key in stage.fixed}
+    step_fn.reset()
+    if config.progress:
+        print(f"resumed stage {stage.name} from {checkpoint} at step {step}")
+    return step
+
+
+def _flush(window, step, stage_name, batch_size, elapsed, logger) -> dict:
+    """Mean of each scalar over the window; stop on a non-finite loss."""
+    values = {key: np.array([float(m[key]) for m in window]) for key in window[0]}
+    for key, series in values.items():
+        bad = np.flatnonzero(~np.isfinite(series))
+        if bad.size:
+            first = step - len(window) + 1 + int(bad[0])
+            raise NonFiniteLoss(
+                f"stage {stage_name}: {key} became {series[bad[0]]} at step {first}. Training "
+                "stopped; the last checkpoint was written before this window and is intact. "
+                "Try a lower learning rate, or check the data."
+            )
+    means = {key: float(series.mean()) for key, series in values.items()}
+    means[f"perf/stage{stage_name}/images_per_sec"] = len(window) * batch_size / max(elapsed, 1e-9)
+    means[f"perf/stage{stage_name}/sec_per_step"] = elapsed / len(window)
+    logger.scalars(step, means)
+    return means
+
+
+def _postfix(means: dict) -> dict:
+    """The losses and throughput of the last window, short enough for one terminal line."""
+    shown = {k.rsplit("/", 1)[-1]: f"{v:.3f}" for k, v in means.items() if "/loss/" in k}
+    speed = [v for k, v in means.items() if k.endswith("images_per_sec")]
+    if speed:
+        shown["img/s"] = f"{speed[0]:.1f}"
+    return shown
+
+
+def _config_markdown(config: TrainConfig) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in config.to_dict().items())
+    return f"| setting | value |\n|---|---|\n{rows}"
+
+
+__all__ = ["NonFiniteLoss", "resolve_config", "run_stage", "train"]
