@@ -1,0 +1,92 @@
+"""The decoded-face cache: one uncompressed .npz per (source, settings), written atomically.
+
+The file name carries a hash of the resolved source path, the source's signature (file list
+sizes and times, or the metadata file's size and time), the image size, the age bins, the crop
+settings and FORMAT_VERSION; any change there means a new file, never a stale one. The file
+holds only plain arrays (no pickle): it is read with ``np.load(allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+#: Bump when the stored arrays or their meaning change.
+FORMAT_VERSION = 1
+
+ARRAYS = ("images", "ages", "categories", "identities", "names")
+
+
+def default_cache_dir() -> Path:
+    """``$AGE_CGAN_CACHE`` if set, else ``~/.cache/age_cgan``."""
+    return Path(os.environ.get("AGE_CGAN_CACHE") or Path.home() / ".cache" / "age_cgan")
+
+
+def cache_path(source, image_size: int, bins_spec: str, settings: dict,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the decoded arrays of ``source`` (a readers.Source) with these settings live."""
+    key = {
+        "format": FORMAT_VERSION,
+        "kind": source.kind,
+        "source": str(source.path),
+        "signature": source.signature(),
+        "image_size": int(image_size),
+        "bins": bins_spec,
+        "settings": settings,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{source.path.parent.name}_{source.path.name}")
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder.expanduser() / f"{source.kind}-{label}-{image_size}px-{digest}.npz"
+
+
+def save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> bool:
+    """Write arrays + JSON meta to ``path`` via a temporary file and os.replace.
+
+    Returns False (with a warning) when the cache folder cannot be written: the data is still
+    usable, it is only decoded again next time.
+    """
+    for name, array in arrays.items():
+        if array.dtype == object:
+            raise TypeError(f"cache array {name!r} is an object array")
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".",
+                                         suffix=".tmp", delete=False) as handle:
+            temp = handle.name
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # temporary files are created private
+        os.replace(temp, path)
+        return True
+    except OSError as error:
+        warnings.warn(f"could not write the face cache {path}: {error}", stacklevel=3)
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
+        return False
+
+
+def load(path: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """Arrays and meta from ``path``; None when absent, unreadable or of another format."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"]))
+            if meta.get("format") != FORMAT_VERSION:
+                return None
+            arrays = {name: stored[name] for name in ARRAYS}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        warnings.warn(f"ignoring unreadable face cache {path}: {error}", stacklevel=3)
+        return None
+    return arrays, meta
