@@ -1,0 +1,142 @@
+"""Each stage for a few real steps on tiny data: events, checkpoints, resume, frozen networks."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from age_cgan.config import TrainConfig
+from age_cgan.runs import RunFolder, RunFolderError
+from age_cgan.training import stages as stages_module
+from age_cgan.training.bridge import Step
+from age_cgan.training.checkpoint import checkpoint_step
+from age_cgan.training.loop import NonFiniteLoss, load_data, run_stage, train
+from conftest import TINY
+
+
+def config_for(run, data, cache, **changes):
+    return TrainConfig(run=str(run), data=str(data), data_cache=str(cache), **{**TINY, **changes})
+
+
+def losses_by_step(run, stage):
+    rows = [json.loads(line) for line in (run / f"stage{stage}" / "metrics.jsonl").open()]
+    return {row["step"]: {k: v for k, v in row.items() if "/loss/" in k} for row in rows}
+
+
+def weights(model):
+    return [np.array(v.numpy()) for v in model.variables]
+
+
+def test_all_stages_write_events_checkpoints_samples_and_models(trained_run):
+    for stage in "123":
+        folder = trained_run / f"stage{stage}"
+        assert list(folder.glob("events.out.tfevents.*")), f"no TensorBoard events in {folder}"
+        assert checkpoint_step(folder / "checkpoint.npz") == 2
+        assert list((folder / "samples").glob("*.png"))
+        assert set(losses_by_step(trained_run, stage)) == {1, 2}
+    for network in ("generator", "discriminator", "encoder"):
+        assert RunFolder(trained_run).has_model(network)
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["image_size"] == 32 and config["age_bins"].startswith("0-18")
+
+
+def test_stage1_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_faces):
+    straight = config_for(tmp_path / "straight", tiny_faces, tmp_path / "cache", stage="1", steps=4)
+    train(straight)
+    interrupted = straight.replace(run=str(tmp_path / "resumed"), steps=2)
+    train(interrupted)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train(interrupted.replace(steps=4))  # never silently starts over a checkpoint
+    train(interrupted.replace(steps=4, resume=True))
+    a, b = losses_by_step(tmp_path / "straight", 1), losses_by_step(tmp_path / "resumed", 1)
+    assert sorted(b) == [1, 2, 3, 4]
+    for step in (3, 4):
+        for key in a[step]:
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-5), (step, key)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_faces, monkeypatch):
+    config = config_for(tmp_path / "run", tiny_faces, tmp_path / "cache", stage="1", steps=6)
+    original = stages_module.Stage1.next_batch
+    calls = {"n": 0}
+
+    def poisoned(self):
+        batch = original(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            batch["image"][:] = np.nan
+        return batch
+
+    monkeypatch.setattr(stages_module.Stage1, "next_batch", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"stage 1: .* at step 3"):
+        train(config)
+    checkpoint = tmp_path / "run" / "stage1" / "checkpoint.npz"
+    assert checkpoint_step(checkpoint) == 2
+    monkeypatch.setattr(stages_module.Stage1, "next_batch", original)
+    train(config.replace(resume=True, steps=3))  # the kept checkpoint loads and training goes on
+    assert checkpoint_step(checkpoint) == 3
+
+
+def _stage(config, name, run, dataset=None):
+    keras.utils.set_random_seed(0)
+    stage = stages_module.STAGE_CLASSES[name](config, RunFolder(run), dataset)
+    return stage, Step(stage.models, stage.optimizers, stage.updates)
+
+
+def _train_steps(stage, step, n=2):
+    for _ in range(n):
+        metrics = step(stage.next_batch())
+    step.sync()
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def test_stage2_trains_encoder_and_leaves_generator_unchanged(trained_run, tiny_faces, tmp_path):
+    config = config_for(trained_run, tiny_faces, tmp_path, stage="2")
+    stage, step = _stage(config, "2", trained_run)
+    g_before, e_before = weights(stage.models["generator"]), weights(stage.models["encoder"])
+    metrics = _train_steps(stage, step)
+    for before, after in zip(g_before, weights(stage.models["generator"])):
+        np.testing.assert_array_equal(before, after)
+    assert any(not np.array_equal(a, b) for a, b in zip(e_before, weights(stage.models["encoder"])))
+    # the per-sample Euclidean loss and its all-zeros baseline (~sqrt(z_dim) = 10 for z of 100)
+    assert metrics["stage2/loss/zeros_baseline"] == pytest.approx(10.0, abs=1.5)
+
+
+@pytest.mark.parametrize("finetune_generator", [False, True])
+def test_stage3_freezes_generator_and_fr_unless_asked(trained_run, tiny_faces, tmp_path, finetune_generator):
+    config = config_for(trained_run, tiny_faces, tmp_path, stage="3", finetune_generator=finetune_generator)
+    stage, step = _stage(config, "3", trained_run, load_data(config))
+    before = {name: weights(model) for name, model in stage.models.items()}
+    metrics = _train_steps(stage, step)
+    assert np.isfinite(list(metrics.values())).all()
+    changed = {
+        name: any(not np.array_equal(a, b) for a, b in zip(before[name], weights(model)))
+        for name, model in stage.models.items()
+    }
+    assert changed["encoder"]
+    assert not changed["face_recognizer"]
+    assert changed["generator"] == finetune_generator
+    if finetune_generator:
+        assert not changed["discriminator"]
+
+
+def test_later_stages_fail_clearly_without_earlier_ones(tmp_path, tiny_faces):
+    config = config_for(tmp_path / "empty", tiny_faces, tmp_path / "cache", stage="2")
+    with pytest.raises(RunFolderError, match=r"models/generator.keras .* --stage 1"):
+        train(config)
+    with pytest.raises(RunFolderError, match=r"stage 3 needs models/encoder.keras"):
+        train(config.replace(stage="3"))
+
+
+def test_run_folder_keeps_its_network_settings(trained_run, tiny_faces, tmp_path):
+    config = config_for(trained_run, tiny_faces, tmp_path, stage="2", image_size=48)
+    with pytest.raises(RunFolderError, match="image_size=32"):
+        train(config)
+
+
+def test_total_steps_defaults():
+    config = TrainConfig(batch_size=128)
+    assert config.total_steps("1", 110_000) == 85_938  # 100 epochs (paper)
+    assert config.total_steps("2", None) == 782  # 100k synthetic pairs (paper)
+    assert config.replace(steps=7).total_steps("3", 1000) == 7
