@@ -17,40 +17,52 @@ def parser() -> argparse.ArgumentParser:
         "approximation), 3 = identity-preserving encoder fine-tuning, all = 1, 2, 3 in order. "
         "The backend is KERAS_BACKEND (tensorflow by default, or jax). Watch it with "
         "`tensorboard --logdir logs`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--stage", default="1", choices=["1", "2", "3", "all"], help="what to train")
+    p.add_argument("--stage", default="1", choices=["1", "2", "3", "all"],
+                   help="what to train (default: 1)")
     p.add_argument("--data", help="UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age "
                    "(stages 1 and 3; later stages reuse the run's)")
     p.add_argument("--run", default=DEFAULTS.run, help="run folder for config, TensorBoard "
-                   "events, checkpoints, samples and models")
+                   f"events, checkpoints, samples and models (default: {DEFAULTS.run})")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="total steps of each stage")
+    length.add_argument("--steps", type=int, help="total steps of each stage (overrides the "
+                        "epoch defaults below)")
     length.add_argument("--epochs", type=float, help="epochs over the training faces "
                         "(default: 100 for stage 1 as in the paper, 5 for stage 3; stage 2 "
-                        "draws 100k synthetic pairs)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+                        "draws 100k synthetic pairs as in the paper)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help=f"faces per step (default: {DEFAULTS.batch_size}, the book's)")
     p.add_argument("--age-bins", default=DEFAULTS.age_bins,
                    help="age categories, e.g. '20-30,40-50' (default: the paper's six)")
-    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
-    p.add_argument("--z-dim", type=int, default=DEFAULTS.z_dim)
+    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
+                   help=f"face size in pixels, a multiple of 16 (default: {DEFAULTS.image_size})")
+    p.add_argument("--z-dim", type=int, default=DEFAULTS.z_dim,
+                   help=f"latent size (default: {DEFAULTS.z_dim}, the paper's)")
     p.add_argument("--fr-weights", default=None,
                    help="face recogniser for stage 3: imagenet | none | PATH to a local "
                    "InceptionResNetV2 no-top weights file (default: the run's trained FR if "
                    "present, else imagenet)")
-    p.add_argument("--fr-input-size", type=int, default=DEFAULTS.fr_input_size)
+    p.add_argument("--fr-input-size", type=int, default=DEFAULTS.fr_input_size,
+                   help="size the face is resized to inside FR, at least 75 "
+                   f"(default: {DEFAULTS.fr_input_size})")
     p.add_argument("--finetune-generator", action="store_true",
                    help="stage 3 also trains G (keeping D's adversarial term)")
     p.add_argument("--resume", action="store_true", help="continue each stage from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start a stage again although it has a checkpoint")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16 (GPU)")
-    p.add_argument("--log-every", type=int, default=DEFAULTS.log_every)
-    p.add_argument("--sample-every", type=int, default=DEFAULTS.sample_every)
-    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seeds initialisation, batches, latents and the split (default: 0)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="compute in bfloat16 with float32 weights (for GPUs)")
+    p.add_argument("--log-every", type=int, default=DEFAULTS.log_every,
+                   help=f"steps per TensorBoard scalar window (default: {DEFAULTS.log_every})")
+    p.add_argument("--sample-every", type=int, default=DEFAULTS.sample_every,
+                   help=f"steps between sample grids (default: {DEFAULTS.sample_every})")
+    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
+                   help=f"steps between checkpoints (default: {DEFAULTS.checkpoint_every})")
     p.add_argument("--data-cache", help="folder for decoded faces (default ~/.cache/age_cgan)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar or data summary")
     return p
 
 

@@ -71,7 +71,6 @@ def train(config: TrainConfig) -> dict:
     """Run ``config.stage`` (or all stages) and return the last scalar window of each stage."""
     config = resolve_config(config)
     run = RunFolder(config.run)
-    run.path.mkdir(parents=True, exist_ok=True)
     stages = STAGES if config.stage == "all" else (config.stage,)
     _check_ready(run, stages, config)
     if config.mixed_precision:
@@ -79,6 +78,7 @@ def train(config: TrainConfig) -> dict:
     dataset = None
     if any(STAGE_CLASSES[s].needs_data for s in stages):
         dataset = load_data(config)
+    run.path.mkdir(parents=True, exist_ok=True)
     stored = run.read_config() if run.config_path.is_file() else {}
     run.write_config({**stored, **{k: v for k, v in config.to_dict().items()}, "backend": BACKEND})
     results = {}

@@ -1,0 +1,86 @@
+"""Images/second per stage: the bare compiled step vs the whole training loop.
+
+    python benchmarks/bench_train.py --data ../shared/data/utkface64 --batch-size 32 --steps 8
+    KERAS_BACKEND=jax python benchmarks/bench_train.py ... --mixed-precision   # on a GPU
+
+The bare step calls the compiled step on one pre-made batch; the loop is ``run_stage`` as
+train.py runs it (fresh batches from the sampler, progress bar, scalar windows; sample grids and
+checkpoints only at the end, which are excluded from its per-step figure). The first two steps
+(compilation) are excluded from both. Prints one JSON line per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+
+from age_cgan.config import TrainConfig
+from age_cgan.runs import RunFolder
+from age_cgan.training.bridge import BACKEND, Step
+from age_cgan.training.loop import load_data, run_stage, train
+from age_cgan.training.stages import STAGE_CLASSES
+
+
+def bare_step_seconds(config, stage_name, dataset, steps):
+    keras.utils.set_random_seed(config.seed)
+    stage = STAGE_CLASSES[stage_name](config, RunFolder(config.run), dataset)
+    step = Step(stage.models, stage.optimizers, stage.updates)
+    batch = stage.next_batch()
+    for _ in range(2):
+        float(next(iter(step(batch).values())))
+    started = time.perf_counter()
+    for _ in range(steps):
+        metrics = step(batch)
+    float(next(iter(metrics.values())))  # wait for the device
+    return (time.perf_counter() - started) / steps
+
+
+def loop_step_seconds(config, stage_name):
+    rows = [json.loads(line) for line in (Path(config.run) / f"stage{stage_name}" / "metrics.jsonl").open()]
+    timed = [row[f"perf/stage{stage_name}/sec_per_step"] for row in rows if row["step"] > 2]
+    return sum(timed) / len(timed)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--stages", default="123")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=8, help="timed steps (after 2 warm-up steps)")
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--fr-input-size", type=int, default=160)
+    args = p.parse_args(argv)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    with tempfile.TemporaryDirectory() as folder:
+        config = TrainConfig(
+            run=folder, data=args.data, batch_size=args.batch_size, steps=args.steps + 2,
+            log_every=1, fr_weights="none", fr_input_size=args.fr_input_size, progress=False,
+            mixed_precision=args.mixed_precision,
+        )
+        dataset = load_data(config)
+        for stage_name in args.stages:
+            if stage_name in "23" and not RunFolder(folder).has_model("generator"):
+                train(config.replace(stage="1", steps=2))  # stages 2-3 need a generator
+            if stage_name == "3" and not RunFolder(folder).has_model("encoder"):
+                train(config.replace(stage="2", steps=2))
+            stage_config = config.replace(stage=stage_name, overwrite=True)
+            run_stage(stage_config, stage_name, dataset if STAGE_CLASSES[stage_name].needs_data else None)
+            loop = loop_step_seconds(stage_config, stage_name)
+            bare = bare_step_seconds(stage_config, stage_name, dataset, args.steps)
+            print(json.dumps({
+                "stage": stage_name, "backend": BACKEND, "batch_size": args.batch_size,
+                "mixed_precision": args.mixed_precision,
+                "bare_images_per_sec": round(args.batch_size / bare, 2),
+                "loop_images_per_sec": round(args.batch_size / loop, 2),
+                "loop_overhead_pct": round(100 * (loop / bare - 1), 1),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
