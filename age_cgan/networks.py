@@ -20,6 +20,10 @@ FR_INPUT_SIZE = 160  # backbone input; the book upsamples 3x to 192, 160 is the 
 EMBEDDING_DIM = 128  # FR embedding size (tutorial)
 
 
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be fetched; the message says how to pass a local file."""
+
+
 @keras.saving.register_keras_serializable(package="age_cgan")
 class TileAge(layers.Layer):
     """Concatenate an age one-hot, tiled over the feature map's height and width.
@@ -145,7 +149,7 @@ def build_face_recognizer(
     except Exception as error:  # download failures surface as many exception types
         if backbone_weights != "imagenet":
             raise
-        raise RuntimeError(
+        raise WeightsUnavailable(
             "could not download the ImageNet weights of InceptionResNetV2 "
             f"({type(error).__name__}: {error}). Offline, download "
             "'inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5' elsewhere and "

@@ -93,3 +93,14 @@ def test_face_recognizer_unit_norm_and_round_trip(tmp_path):
 def test_face_recognizer_default_input_is_160():
     fr = build_face_recognizer(weights=None)
     assert tuple(fr.get_layer("resize").output.shape) == (None, 160, 160, 3)
+
+
+def test_imagenet_weights_offline_say_how_to_pass_a_local_file(monkeypatch):
+    from age_cgan import networks
+
+    def offline(*args, **kwargs):
+        raise OSError("URL fetch failure: Name or service not known")
+
+    monkeypatch.setattr(networks.keras.applications, "InceptionResNetV2", offline)
+    with pytest.raises(networks.WeightsUnavailable, match=r"--fr-weights PATH"):
+        build_face_recognizer(weights="imagenet")

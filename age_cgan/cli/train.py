@@ -78,12 +78,14 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser().error(str(error))
     from age_cgan.data import NoFacesError
+    from age_cgan.networks import WeightsUnavailable
     from age_cgan.runs import RunFolderError
     from age_cgan.training.loop import NonFiniteLoss, train
 
     try:
         train(config)
-    except (RunFolderError, NonFiniteLoss, NoFacesError, FileNotFoundError, ValueError) as error:
+    except (RunFolderError, NonFiniteLoss, NoFacesError, WeightsUnavailable, FileNotFoundError,
+            ValueError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
