@@ -1,0 +1,349 @@
+"""A face at every age: face -> z0 = E(face) -> optional per-image latent optimisation -> G(z, y).
+
+The networks come from a run folder (``AgingModels.from_run``), each optionally replaced by an
+explicit ``.keras`` file. All calls are in inference mode (``training=False``) and change no
+weight: the latent optimisation differentiates only with respect to z, through
+``Model.stateless_call`` on the frozen values, compiled by ``training.bridge.value_and_grad``.
+
+Per-image optimisation (the paper's section 3.2, design decision 6), from z0 with G frozen:
+
+* ``pixel``: z*_pixel = argmin_z mean((x - G(z, y_src))^2)
+* ``identity``: z*_IP = argmin_z ||FR(x) - FR(G(z, y_src))||, the identity-preserving one
+
+where y_src is the category of the person's age in the photo. The paper knows it from the
+dataset; a user's photo has none, so y_src is ``source_age`` when the user gives it, else the
+category whose reconstruction from z0, G(z0, y), is nearest to the face in pixels (one batch of
+forward passes over all categories). We chose that over averaging the loss over every category
+because (a) averaging the pixel loss pulls every age's output towards the photo, i.e. undoes the
+aging, and (b) an averaged identity loss costs one FR pass per category and step (six times the
+time, past the CPU target), while FR is meant to be age-invariant anyway, so matching identity at
+the person's own age is what the paper does and what carries over to the other ages.
+
+Adam on z (numpy, a few lines) takes ``steps`` updates; the z with the lowest loss is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from age_cgan import losses
+from age_cgan.ages import AgeBins
+from age_cgan.data import denormalize, normalize
+from age_cgan.networks import build_face_recognizer
+from age_cgan.runs import RunFolder, RunFolderError
+from age_cgan.training.bridge import value_and_grad
+
+OPTIMIZE_MODES = ("none", "pixel", "identity")
+#: Adam updates per face. Identity: ~0.43 s a step on the shared 2-core CPU (G, then FR =
+#: InceptionResNetV2 at 160 px, forward and back), so 50 steps take ~22 s, inside the < 30 s
+#: target; a pixel step (G only) takes ~80 ms. See benchmarks/bench_infer.py.
+DEFAULT_STEPS = {"none": 0, "pixel": 100, "identity": 50}
+#: Adam moves each coordinate of z (~N(0, 1)) by at most about this much a step.
+LEARNING_RATE = 0.02
+REQUIRED_CONFIG = ("image_size", "z_dim", "age_bins")
+
+
+@dataclasses.dataclass
+class AgedFace:
+    """The outputs for one face: uint8 images (S, S, 3) and the optimisation's record."""
+
+    face: np.ndarray  # the input crop
+    reconstruction: np.ndarray  # G(z, y_src)
+    aged: np.ndarray  # (n, S, S, 3): G(z, y) for each requested category
+    categories: list[int]  # the categories of ``aged``
+    labels: list[str]  # their labels ("0-18", ..., "60+")
+    source_category: int
+    source_label: str
+    source_given: bool  # True: from source_age; False: estimated from the reconstructions
+    z0: np.ndarray
+    z: np.ndarray
+    optimize: str
+    steps: int
+    loss_history: list[float]  # the loss at z0, then after each step ([] for "none")
+    seconds: float
+
+    @property
+    def z_distance(self) -> float:
+        """How far the optimisation moved z from E(face) (Euclidean)."""
+        return float(np.linalg.norm(self.z - self.z0))
+
+    def record(self) -> dict:
+        """JSON-ready summary (no images)."""
+        history = self.loss_history
+        return {
+            "source_category": self.source_label,
+            "source_category_given": self.source_given,
+            "optimize": self.optimize,
+            "steps": self.steps,
+            "loss_start": round(history[0], 6) if history else None,
+            "loss_end": round(min(history), 6) if history else None,
+            "z0_distance": round(self.z_distance, 4),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class AgingModels:
+    """Encoder, generator, age bins, and (loaded on first use) the face recogniser of a run."""
+
+    def __init__(self, encoder, generator, bins: AgeBins, config: dict | None = None,
+                 face_recognizer=None, run: RunFolder | None = None):
+        self.encoder, self.generator, self.bins = encoder, generator, AgeBins.parse(bins)
+        self.config = dict(config or {})
+        self.run = run
+        self._face_recognizer = face_recognizer
+        self._compiled = {}
+        self._check_shapes()
+
+    # --- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, run=None, encoder=None, generator=None, face_recognizer=None,
+                 age_bins=None) -> "AgingModels":
+        """Load from a run folder; ``encoder`` / ``generator`` / ``face_recognizer`` paths
+        replace the run's files. Without a run, both E and G paths are needed and the age bins
+        are ``age_bins`` (default: the paper's six). Raises RunFolderError with what is missing.
+        """
+        folder = RunFolder(run) if run is not None else None
+        if folder is not None:
+            config = _run_config(folder, {"generator": generator, "encoder": encoder})
+        elif encoder is None or generator is None:
+            raise RunFolderError("without --run, both --encoder and --generator files are needed")
+        else:
+            config = {}
+        if age_bins is not None:
+            config["age_bins"] = AgeBins.parse(age_bins).spec
+        models = {name: _load(folder, name, path) for name, path in
+                  (("generator", generator), ("encoder", encoder))}
+        fr = _load(None, "face_recognizer", face_recognizer) if face_recognizer else None
+        bins = AgeBins.parse(config.get("age_bins"))
+        return cls(models["encoder"], models["generator"], bins, config, fr, folder)
+
+    def _check_shapes(self):
+        size = self.encoder.input_shape[1]
+        z_dim = self.encoder.output_shape[-1]
+        g_z, g_age = (shape[-1] for shape in self.generator.input_shape)
+        problems = []
+        if self.config.get("image_size", size) != size:
+            problems.append(f"config image_size {self.config['image_size']} != encoder "
+                            f"input {size}")
+        if g_z != z_dim or self.config.get("z_dim", z_dim) != z_dim:
+            problems.append(f"encoder z {z_dim}, generator z {g_z}, config z_dim "
+                            f"{self.config.get('z_dim')}")
+        if g_age != self.bins.num_ages:
+            problems.append(f"the generator has {g_age} age inputs but the age bins "
+                            f"{self.bins.spec!r} are {self.bins.num_ages}")
+        if self.generator.output_shape[1] != size:
+            problems.append(f"generator output {self.generator.output_shape[1]} px != encoder "
+                            f"input {size} px")
+        if problems:
+            raise RunFolderError("the networks do not fit together: " + "; ".join(problems))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder.input_shape[1])
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.encoder.output_shape[-1])
+
+    @property
+    def face_recognizer(self) -> keras.Model:
+        """The run's trained FR; without one, a fresh InceptionResNetV2 FR (with a warning)."""
+        if self._face_recognizer is None:
+            if self.run is not None and self.run.has_model("face_recognizer"):
+                self._face_recognizer = self.run.load_model("face_recognizer")
+            else:
+                weights = self.config.get("fr_weights", "none")
+                warnings.warn(
+                    "no trained face recogniser (models/face_recognizer.keras) in the run: "
+                    f"building InceptionResNetV2 with weights={weights!r} and an untrained "
+                    "embedding head, which does not recognise faces, so --optimize identity "
+                    "is meaningless with it; prefer --optimize pixel", stacklevel=2)
+                self._face_recognizer = build_face_recognizer(
+                    self.image_size, weights=None if weights in (None, "none") else weights,
+                    input_size=self.config.get("fr_input_size", 160))
+        return self._face_recognizer
+
+    # --- forward passes -----------------------------------------------------------------------
+    def encode(self, faces: np.ndarray) -> np.ndarray:
+        """E(faces): uint8 (N, S, S, 3) -> z0 float32 (N, z_dim)."""
+        return keras.ops.convert_to_numpy(self.encoder(normalize(faces), training=False))
+
+    def generate(self, z: np.ndarray, categories) -> np.ndarray:
+        """G(z, y) for one z (z_dim,) and each category -> float32 (n, S, S, 3) in [-1, 1]."""
+        categories = list(categories)
+        zs = np.repeat(np.asarray(z, np.float32)[None], len(categories), axis=0)
+        ages = self.bins.one_hot(categories)
+        return keras.ops.convert_to_numpy(self.generator([zs, ages], training=False))
+
+    @staticmethod
+    def nearest_category(face: np.ndarray, outputs: np.ndarray) -> int:
+        """Index of the output (G(z, y) for each category y, float in [-1, 1]) nearest to the
+        uint8 face in mean squared pixels: the person's category as the networks see it."""
+        errors = np.mean(np.square(outputs - normalize(face)[None]), axis=(1, 2, 3))
+        return int(np.argmin(errors))
+
+    # --- per-image latent optimisation ---------------------------------------------------------
+    def _objective(self, mode: str):
+        """value_and_grad of the mode's loss in z (compiled once, reused for every face)."""
+        if mode not in self._compiled:
+            generator = self.generator
+            if mode == "pixel":
+                def loss(z, target, age, g_values):
+                    image, _ = generator.stateless_call(*g_values, [z, age], training=False)
+                    return losses.pixel_loss(image, target)
+            else:
+                fr = self.face_recognizer
+
+                def loss(z, target, age, g_values, fr_values):
+                    image, _ = generator.stateless_call(*g_values, [z, age], training=False)
+                    embedding, _ = fr.stateless_call(*fr_values, image, training=False)
+                    return losses.identity_loss(embedding, target)
+            self._compiled[mode] = value_and_grad(loss)
+        return self._compiled[mode]
+
+    def optimize_latent(self, face: np.ndarray, z0: np.ndarray, category: int, mode: str,
+                        steps: int | None = None, learning_rate: float = LEARNING_RATE,
+                        progress: bool = True) -> tuple[np.ndarray, list[float]]:
+        """Adam on z from z0 for one uint8 face (S, S, 3) at ``category``; G and FR frozen.
+
+        Returns (the z of lowest loss (z_dim,), the loss at z0 then after each step).
+        """
+        from tqdm.auto import tqdm
+
+        if mode not in ("pixel", "identity"):
+            raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, not {mode!r}")
+        steps = DEFAULT_STEPS[mode] if steps is None else int(steps)
+        fn = self._objective(mode)
+        to_tensor = keras.ops.convert_to_tensor
+        x = to_tensor(normalize(face)[None])
+        args = [_values(self.generator)]
+        if mode == "identity":
+            fr = self.face_recognizer
+            target = fr(x, training=False)  # FR(x), (1, 128)
+            args.append(_values(fr))
+        else:
+            target = x
+        age = to_tensor(self.bins.one_hot([category]))
+        z = np.asarray(z0, np.float32)[None].copy()
+        adam = _Adam(z.shape, learning_rate)
+        best_z, history = z.copy(), []
+        bar = tqdm(range(steps + 1), desc=f"{mode} optimisation", unit="step",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for step in bar:
+            value, grad = fn(to_tensor(z), target, age, *args)
+            value = float(keras.ops.convert_to_numpy(value))
+            if not history or value < min(history):
+                best_z = z.copy()
+            history.append(value)
+            bar.set_postfix(loss=f"{value:.4f}")
+            if step < steps:
+                z = adam.update(z, keras.ops.convert_to_numpy(grad))
+        bar.close()
+        return best_z[0], history
+
+    # --- everything for one face --------------------------------------------------------------
+    def age(self, face: np.ndarray, optimize: str = "none", steps: int | None = None,
+            source_age: float | None = None, categories=None, learning_rate: float = LEARNING_RATE,
+            progress: bool = True) -> AgedFace:
+        """One uint8 face crop (S, S, 3) -> AgedFace (see the module notes for the steps)."""
+        start = time.perf_counter()
+        if optimize not in OPTIMIZE_MODES:
+            raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, not {optimize!r}")
+        if face.shape != (self.image_size, self.image_size, 3):
+            raise ValueError(f"face must be ({self.image_size}, {self.image_size}, 3), "
+                             f"got {face.shape}")
+        categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
+        z0 = self.encode(face[None])[0]
+        at_z0 = None  # G(z0, y) for every category, when computed to estimate the source
+        if source_age is not None:
+            source = int(self.bins.category(source_age))
+            if source < 0:
+                raise ValueError(f"source age {source_age} is in no age category "
+                                 f"({self.bins.spec})")
+        else:
+            at_z0 = self.generate(z0, range(self.bins.num_ages))
+            source = self.nearest_category(face, at_z0)
+        z, history, steps_done = z0, [], 0
+        if optimize != "none":
+            steps_done = DEFAULT_STEPS[optimize] if steps is None else int(steps)
+            z, history = self.optimize_latent(face, z0, source, optimize, steps_done,
+                                              learning_rate, progress)
+        if optimize == "none" and at_z0 is not None:
+            images = denormalize(at_z0[[source] + categories])
+        else:
+            images = denormalize(self.generate(z, [source] + categories))
+        return AgedFace(
+            face=face, reconstruction=images[0], aged=images[1:], categories=categories,
+            labels=[self.bins.labels[c] for c in categories], source_category=source,
+            source_label=self.bins.labels[source], source_given=source_age is not None,
+            z0=z0, z=np.asarray(z), optimize=optimize, steps=steps_done, loss_history=history,
+            seconds=time.perf_counter() - start,
+        )
+
+
+class _Adam:
+    """Adam (Kingma & Ba 2015) on one numpy array; the defaults of the paper."""
+
+    def __init__(self, shape, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.m, self.v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        self.lr, self.b1, self.b2, self.eps, self.t = learning_rate, beta_1, beta_2, epsilon, 0
+
+    def update(self, x, grad):
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * np.square(grad)
+        m_hat = self.m / (1 - self.b1 ** self.t)
+        v_hat = self.v / (1 - self.b2 ** self.t)
+        return (x - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(np.float32)
+
+
+def _values(model):
+    """A model's (trainable, non-trainable) values as tensors, for ``stateless_call``."""
+    to_tensor = keras.ops.convert_to_tensor
+    return ([to_tensor(v.value) for v in model.trainable_variables],
+            [to_tensor(v.value) for v in model.non_trainable_variables])
+
+
+def _run_config(folder: RunFolder, given: dict) -> dict:
+    """The run's config, after checking that it and the networks not ``given`` are there."""
+    if not folder.path.is_dir():
+        raise RunFolderError(
+            f"run folder {folder.path} does not exist; pass --run with the folder train.py "
+            "wrote (e.g. logs/run), or --encoder and --generator files"
+        )
+    config = folder.read_config()
+    missing = [key for key in REQUIRED_CONFIG if key not in config]
+    if missing:
+        raise RunFolderError(
+            f"{folder.config_path} is incomplete: no {', '.join(missing)}. "
+            "Was it written by train.py? Train again into a fresh run folder."
+        )
+    needed = [name for name, path in given.items() if path is None and not folder.has_model(name)]
+    if needed:
+        stage = "1" if needed[0] == "generator" else "2"
+        raise RunFolderError(
+            f"run folder {folder.path} is incomplete: "
+            + ", ".join(str(folder.model_path(name)) for name in needed)
+            + f" missing. Finish training first: `python train.py --stage {stage} "
+            f"--run {folder.path}` (or --stage all)."
+        )
+    return config
+
+
+def _load(folder: RunFolder | None, network: str, path=None) -> keras.Model:
+    if path is None:
+        return folder.load_model(network)
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"{path} ({network}) does not exist")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        raise RunFolderError(f"cannot load {path} as the {network}: "
+                             f"{type(error).__name__}: {error}") from error

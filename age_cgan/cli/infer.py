@@ -1,0 +1,252 @@
+"""``python infer.py PHOTO [PHOTO|DIR ...]``: each face in the photos at every age category.
+
+For each face: one PNG grid ``input crop | reconstruction | each age``, labelled with the age
+ranges (optionally the separate images too, and one JSON line of paths and numbers). A folder of
+photos keeps going past a bad file and lists the failures at the end.
+
+Exit status: 0 every photo gave its grids; 1 some photo gave none (the others are written);
+2 nothing could start (arguments, run folder, networks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PROG = "infer.py"
+DEFAULT_RUN = "logs/run"  # train.py's default run folder
+GRID_SUFFIXES = (".png",)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Age the faces in photos with a trained Age-cGAN run: detect each face, "
+        "crop it like the training faces, encode it (z0 = E(face)), optionally optimise z for "
+        "this face, and draw G(z, age) for every age category as one PNG grid per face.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTO|DIR",
+                   help="photo files or folders of photos")
+    p.add_argument("--run", default=None, help=f"run folder written by train.py (default: "
+                   f"{DEFAULT_RUN}, unless --encoder and --generator are given)")
+    p.add_argument("--encoder", help="an encoder .keras file (instead of the run's)")
+    p.add_argument("--generator", help="a generator .keras file (instead of the run's)")
+    p.add_argument("--face-recognizer", help="a face recogniser .keras file for --optimize "
+                   "identity (instead of the run's)")
+    p.add_argument("--age-bins", help="age categories of the generator when it has no run "
+                   "folder, e.g. '0-18,19-29,30-39,40-49,50-59,60+' (default: the run's)")
+    p.add_argument("--out", help="a .png file (one face), or a folder for one grid per face "
+                   "(default: RUN/infer/)")
+    p.add_argument("--optimize", default="none", choices=["none", "pixel", "identity"],
+                   help="per-face latent optimisation from z0 with G frozen: the paper's "
+                   "z*_pixel or z*_IP (identity needs the run's trained face recogniser)")
+    p.add_argument("--opt-steps", type=int, default=None, help="Adam steps on z (default: "
+                   "100 for pixel, 50 for identity)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate on z "
+                   "(default: 0.02)")
+    p.add_argument("--source-age", type=float, default=None, help="the person's age in the "
+                   "photo, in years: the category the optimisation reconstructs (default: the "
+                   "category whose reconstruction is nearest to the face)")
+    p.add_argument("--ages", default="all", help="'all', or a comma list of categories "
+                   "('19-29,60+') or ages in years ('25,70')")
+    p.add_argument("--all-faces", action="store_true",
+                   help="every face in a photo (default: the largest only)")
+    p.add_argument("--separate", action="store_true",
+                   help="also write each image of a grid as its own PNG in a folder beside it")
+    p.add_argument("--json", metavar="FILE", help="append one JSON line per face to FILE "
+                   "('-' for standard output)")
+    p.add_argument("--zoom", type=int, default=2, help="enlarge the grid's images this many "
+                   "times (1 = the model's size)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def parse_ages(text: str, bins) -> list[int]:
+    """'all' | '19-29,60+' | '25,70' -> sorted category indices; ValueError names the choices."""
+    if text.strip().lower() == "all":
+        return list(range(bins.num_ages))
+    chosen = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part in bins.labels:
+            chosen.add(bins.labels.index(part))
+            continue
+        try:
+            category = int(bins.category(float(part)))
+        except ValueError:
+            category = -1
+        if category < 0:
+            raise ValueError(f"--ages: {part!r} is neither a category ({', '.join(bins.labels)}) "
+                             "nor an age in one")
+        chosen.add(category)
+    if not chosen:
+        raise ValueError("--ages: no category given")
+    return sorted(chosen)
+
+
+class Outputs:
+    """Where each face's grid goes: a .png file for a single face, else names in a folder."""
+
+    def __init__(self, out: Path, single: bool):
+        self.is_file = out.suffix.lower() in GRID_SUFFIXES
+        self.out, self.single, self.used = out, single, set()
+
+    def grid_path(self, photo: Path, face_index: int, faces: int) -> Path:
+        if self.is_file and self.single and faces == 1:
+            path = self.out
+        else:
+            stem = photo.stem + (f"_face{face_index + 1}" if faces > 1 else "")
+            folder = self.out.parent if self.is_file else self.out
+            prefix = f"{self.out.stem}_" if self.is_file else ""
+            path = folder / f"{prefix}{stem}_aged.png"
+        base, k = path, 2
+        while path in self.used:  # two photos with the same name from different folders
+            path = base.with_name(f"{base.stem}_{k}{base.suffix}")
+            k += 1
+        self.used.add(path)
+        return path
+
+
+def _grid(aged, zoom: int):
+    import numpy as np
+    from PIL import Image
+
+    from age_cgan.visualize import labelled_grid
+
+    images = [aged.face, aged.reconstruction, *aged.aged]
+    labels = ["input", f"recon {aged.source_label}", *aged.labels]
+    if zoom > 1:
+        size = aged.face.shape[0] * zoom
+        images = [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BICUBIC))
+                  for i in images]
+    return labelled_grid(np.stack(images), 1, len(images), labels), images, labels
+
+
+def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
+    from age_cgan.visualize import save_png
+
+    grid, images, labels = _grid(aged, zoom)
+    save_png(grid, grid_path)
+    paths = {"grid": str(grid_path)}
+    if separate:
+        folder = grid_path.with_suffix("")
+        names = ["input", "reconstruction", *(f"age_{label}" for label in aged.labels)]
+        paths["images"] = {}
+        for name, label, image in zip(names, labels, [aged.face, aged.reconstruction, *aged.aged]):
+            path = folder / f"{name.replace('+', 'plus')}.png"
+            save_png(image, path)
+            paths["images"][label] = str(path)
+    return paths
+
+
+def _load(args):
+    """(models, categories, detector) or a RunFolderError / ValueError / ImportError to report."""
+    import warnings
+
+    from age_cgan.aging import AgingModels
+    from age_cgan.faces import FaceDetector
+
+    run = args.run
+    if run is None and not (args.encoder and args.generator):
+        run = DEFAULT_RUN
+    models = AgingModels.from_run(run, encoder=args.encoder, generator=args.generator,
+                                  face_recognizer=args.face_recognizer, age_bins=args.age_bins)
+    categories = parse_ages(args.ages, models.bins)
+    if args.source_age is not None and models.bins.category(args.source_age) < 0:
+        raise ValueError(f"--source-age {args.source_age:g} is in no age category "
+                         f"({models.bins.spec})")
+    if args.optimize == "identity":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            models.face_recognizer  # noqa: B018 (load or build it now: its warning comes first)
+        for warning in caught:
+            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    return models, categories, FaceDetector()
+
+
+def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
+    """Write the grids of one photo's faces; returns how many (raises PhotoError)."""
+    from age_cgan.aging import LEARNING_RATE
+    from age_cgan.faces import find_faces
+
+    start = time.perf_counter()
+    faces = find_faces(photo, models.image_size, detector)
+    if len(faces) > 1 and not args.all_faces:
+        print(f"{PROG}: {photo}: {len(faces)} faces found, using the largest "
+              "(--all-faces for every face)", file=sys.stderr)
+        faces = faces[:1]
+    for index, face in enumerate(faces):
+        aged = models.age(face.image, args.optimize, args.opt_steps, args.source_age,
+                          categories, args.lr or LEARNING_RATE, args.progress)
+        paths = _write_face(aged, outputs.grid_path(photo, index, len(faces)), args.zoom,
+                            args.separate)
+        record = {"photo": str(photo), "face": index + 1, "faces": len(faces),
+                  "box": face.box.as_list(), "crop_box": face.crop_box.as_list(),
+                  "detector_score": round(face.score, 3), **paths, **aged.record(),
+                  "seconds_total": round(time.perf_counter() - start, 3)}
+        moved = (f"  ({args.optimize}: loss {record['loss_start']:.4f} -> "
+                 f"{record['loss_end']:.4f}, z moved {record['z0_distance']:.3f})"
+                 if aged.loss_history else "")
+        print(f"{photo} face {index + 1}/{len(faces)} -> {paths['grid']}{moved}",
+              file=sys.stderr if log is sys.stdout else sys.stdout)
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+    return len(faces)
+
+
+def _summary(written: int, photos: list, failures: list) -> int:
+    print(f"{PROG}: wrote {written} grid{'s' * (written != 1)} for {len(photos)} "
+          f"photo{'s' * (len(photos) != 1)}", file=sys.stderr)
+    if not failures:
+        return 0
+    print(f"{PROG}: {len(failures)} could not be used:", file=sys.stderr)
+    for path, reason in failures:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 1
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.opt_steps is not None and args.opt_steps < 0:
+        parser().error("--opt-steps must be >= 0")
+    if args.zoom < 1:
+        parser().error("--zoom must be >= 1")
+    from age_cgan.faces import PhotoError, list_photos
+
+    photos, failures = list_photos(args.photos)
+    if not photos:
+        for path, reason in failures:
+            print(f"{PROG}: error: {path}: {reason}", file=sys.stderr)
+        print(f"{PROG}: error: no photos to read", file=sys.stderr)
+        return 2
+    from age_cgan.runs import RunFolderError
+
+    try:
+        models, categories, detector = _load(args)
+    except (RunFolderError, ValueError, ImportError, RuntimeError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(models.run.path if models.run else ".") / "infer"
+    outputs = Outputs(out, single=len(photos) == 1)
+    log = None
+    if args.json:
+        log = sys.stdout if args.json == "-" else open(args.json, "a", encoding="utf-8")
+    written = 0
+    try:
+        for photo in photos:
+            try:
+                written += _age_photo(photo, models, detector, categories, outputs, args, log)
+            except PhotoError as error:
+                print(f"{PROG}: {error}", file=sys.stderr)
+                failures.append((str(photo), str(error).removeprefix(f"{photo}: ")))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted after {written} faces", file=sys.stderr)
+        return 130
+    finally:
+        if log not in (None, sys.stdout):
+            log.close()
+    return _summary(written, photos, failures)

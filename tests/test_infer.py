@@ -1,0 +1,277 @@
+"""infer.py end to end on a real photo, the per-image latent optimisation, and every error case."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+pytest.importorskip("dlib")
+
+from age_cgan import aging  # noqa: E402
+from age_cgan.ages import PAPER_BINS  # noqa: E402
+from age_cgan.cli.infer import main, parse_ages  # noqa: E402
+from age_cgan.networks import L2Normalize  # noqa: E402
+from age_cgan.runs import RunFolder  # noqa: E402
+from age_cgan.visualize import LABEL_HEIGHT  # noqa: E402
+
+PORTRAIT = REPO / "tests" / "data" / "astronaut.jpg"
+SIZE = 32  # a small run keeps the tests fast; infer follows the run's config.json
+NUM_AGES = PAPER_BINS.num_ages
+
+
+def tiny_face_recognizer(size=SIZE):
+    """A stand-in FR (face -> unit 16-d embedding): cheap, differentiable, not a recogniser."""
+    image = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="tanh")(image)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16)(x)
+    return keras.Model(image, L2Normalize()(x), name="face_recognizer")
+
+
+def tiny_encoder_generator(z_dim=16, size=SIZE):
+    """Small E and G with the real ones' inputs, outputs and layer kinds (BatchNorm, Dropout):
+    the optimisation tests then run in seconds on either backend."""
+    image = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Conv2D(8, 5, strides=4, activation="relu")(image)
+    encoder = keras.Model(image, keras.layers.Dense(z_dim)(keras.layers.Flatten()(x)))
+    z, age = keras.Input((z_dim,), name="z"), keras.Input((NUM_AGES,), name="age")
+    x = keras.layers.Dense(4 * 4 * 16)(keras.layers.Concatenate()([z, age]))
+    x = keras.layers.Dropout(0.2)(keras.layers.BatchNormalization()(x))
+    x = keras.layers.UpSampling2D(size // 4)(keras.layers.Reshape((4, 4, 16))(x))
+    x = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(x)
+    return encoder, keras.Model([z, age], x)
+
+
+def train_run(path, data):
+    """A real run folder: train.py's stages 1 and 2 for 2 steps on random 'faces' (E and G are
+    all infer needs; stage 3 only fine-tunes E and writes the same file)."""
+    from age_cgan.cli.train import main as train
+
+    rng = np.random.default_rng(0)
+    data.mkdir()
+    for i, age in enumerate([5, 12, 22, 25, 33, 36, 44, 47, 52, 55, 65, 72] * 2):
+        pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / f"{age}_0_0_201701{i:06d}.jpg.chip.jpg")
+    common = ["--data", str(data), "--run", str(path), "--steps", "2", "--batch-size", "4",
+              "--image-size", str(SIZE), "--fr-weights", "none", "--fr-input-size", "75",
+              "--data-cache", str(data.parent / "cache"), "--no-progress"]
+    for stage in ("1", "2"):
+        assert train(["--stage", stage, *common]) == 0
+    return RunFolder(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return train_run(root / "run", root / "faces")
+
+
+@pytest.fixture(scope="module")
+def models():
+    return aging.AgingModels(*tiny_encoder_generator(), PAPER_BINS,
+                             face_recognizer=tiny_face_recognizer())
+
+
+@pytest.fixture(scope="module")
+def face():
+    from age_cgan.faces import find_faces
+
+    return find_faces(PORTRAIT, SIZE)[0].image
+
+
+def grid_shape(columns, zoom=2, pad=2):
+    cell = SIZE * zoom
+    return (cell + 2 * pad + LABEL_HEIGHT, columns * (cell + pad) + pad, 3)
+
+
+def _weights(*networks):
+    return [np.array(v.value) for network in networks for v in network.variables]
+
+
+# --- the aging pipeline -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["pixel", "identity"])
+def test_optimisation_lowers_its_loss_and_changes_no_weight(models, face, mode):
+    networks = (models.encoder, models.generator, models.face_recognizer)
+    before = _weights(*networks)
+    z0 = models.encode(face[None])[0]
+    z, history = models.optimize_latent(face, z0, category=2, mode=mode, steps=15, progress=False)
+    assert len(history) == 16 and min(history) < 0.98 * history[0], history
+    assert not np.allclose(z, z0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(*networks)))
+    # the z returned is the best one seen: its loss, recomputed, is the minimum
+    _, again = models.optimize_latent(face, z, category=2, mode=mode, steps=0, progress=False)
+    assert again[0] == pytest.approx(min(history), rel=1e-4, abs=1e-6)
+
+
+def test_age_every_category(models, face):
+    aged = models.age(face, "pixel", steps=3, source_age=35, progress=False)
+    assert aged.aged.shape == (NUM_AGES, SIZE, SIZE, 3) and aged.aged.dtype == np.uint8
+    assert aged.reconstruction.shape == (SIZE, SIZE, 3)
+    assert aged.labels == PAPER_BINS.labels and aged.source_label == "30-39"
+    record = aged.record()
+    assert record["source_category_given"] and record["steps"] == 3
+    assert record["loss_end"] <= record["loss_start"] and record["z0_distance"] > 0
+    plain = models.age(face, categories=[0, 5], progress=False)
+    assert plain.aged.shape[0] == 2 and plain.z_distance == 0
+    assert plain.record()["loss_start"] is None
+    assert not plain.source_given  # estimated from the reconstructions at each age
+    assert 0 <= plain.source_category < NUM_AGES
+
+
+def test_missing_face_recognizer_is_built_with_a_warning(run, monkeypatch):
+    calls = []
+
+    def fake_build(image_size, weights=None, input_size=160):
+        calls.append((image_size, weights, input_size))
+        return tiny_face_recognizer(image_size)
+
+    monkeypatch.setattr(aging, "build_face_recognizer", fake_build)
+    models = aging.AgingModels.from_run(run.path)
+    with pytest.warns(UserWarning, match="meaningless"):
+        models.face_recognizer
+    assert calls == [(SIZE, None, 75)]
+
+
+def test_parse_ages():
+    assert parse_ages("all", PAPER_BINS) == list(range(NUM_AGES))
+    assert parse_ages("60+, 19-29", PAPER_BINS) == [1, 5]
+    assert parse_ages("25,70,27", PAPER_BINS) == [1, 5]
+    with pytest.raises(ValueError, match="neither a category"):
+        parse_ages("20-30", PAPER_BINS)
+
+
+def test_optimisation_under_jax():
+    """The latent optimisation again on the JAX backend (the bridge's other half)."""
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "lowers_its_loss"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "2 passed" in result.stdout
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_infer_py_writes_the_grid(run, tmp_path):
+    """The issue's acceptance command, as a user runs it."""
+    out = tmp_path / "aged.png"
+    result = subprocess.run(
+        [sys.executable, "infer.py", str(PORTRAIT), "--run", str(run.path), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.asarray(Image.open(out)).shape == grid_shape(2 + NUM_AGES)
+
+
+def test_cli_options_json_and_separate_images(run, tmp_path):
+    out, log = tmp_path / "faces", tmp_path / "faces.jsonl"
+    rc = main([str(PORTRAIT), "--run", str(run.path), "--out", str(out), "--optimize", "pixel",
+               "--opt-steps", "3", "--ages", "19-29,60+", "--separate", "--zoom", "1",
+               "--json", str(log), "--no-progress"])
+    assert rc == 0
+    record = json.loads(log.read_text())
+    assert record["photo"] == str(PORTRAIT) and record["optimize"] == "pixel"
+    assert record["loss_end"] <= record["loss_start"] and record["steps"] == 3
+    grid = np.asarray(Image.open(record["grid"]))
+    assert record["grid"] == str(out / "astronaut_aged.png")
+    assert grid.shape == grid_shape(4, zoom=1)
+    assert set(record["images"]) == {"input", f"recon {record['source_category']}", "19-29", "60+"}
+    for path in record["images"].values():
+        assert np.asarray(Image.open(path)).shape == (SIZE, SIZE, 3)
+
+
+def test_several_faces(run, tmp_path, capsys):
+    portrait = Image.open(PORTRAIT).convert("RGB")
+    canvas = Image.new("RGB", (448, 256), "white")
+    canvas.paste(portrait.resize((192, 192)), (0, 32))
+    canvas.paste(portrait, (192, 0))
+    canvas.save(tmp_path / "two.png")
+    assert main([str(tmp_path / "two.png"), "--run", str(run.path), "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 0
+    assert "2 faces found, using the largest" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["two_aged.png"]
+    assert main([str(tmp_path / "two.png"), "--run", str(run.path), "--out", str(tmp_path / "b"),
+                 "--all-faces", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "two_face1_aged.png", "two_face2_aged.png"]
+
+
+def _bad_photos(folder):
+    """One photo of each kind infer.py must refuse, with the words its message must contain."""
+    folder.mkdir()
+    ramp = np.tile(np.linspace(0, 255, 200, dtype=np.uint8), (200, 1))
+    Image.fromarray(ramp).save(folder / "wall.png")
+    (folder / "notes.jpg").write_text("not an image")
+    Image.open(PORTRAIT).resize((40, 40)).save(folder / "thumb.png")
+    return {"wall.png": "no face found", "notes.jpg": "not an image", "thumb.png": "too small"}
+
+
+def test_each_bad_photo_alone_fails_and_writes_nothing(run, tmp_path, capsys):
+    for name, words in _bad_photos(tmp_path / "bad").items():
+        out = tmp_path / f"{name}.png"
+        rc = main([str(tmp_path / "bad" / name), "--run", str(run.path), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 1 and name in err and words in err, err
+        assert not out.exists()
+
+
+def test_folder_keeps_going_past_bad_files(run, tmp_path, capsys):
+    expected = _bad_photos(tmp_path / "photos")
+    (tmp_path / "photos" / "good.jpg").write_bytes(PORTRAIT.read_bytes())
+    rc = main([str(tmp_path / "photos"), str(tmp_path / "gone.jpg"), "--run", str(run.path),
+               "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good_aged.png"]
+    summary = capsys.readouterr().err.split("could not be used:")[-1]
+    for name, words in {**expected, "gone.jpg": "no such file"}.items():
+        assert name in summary and words in summary, summary
+
+
+@pytest.mark.parametrize("problem, words", [
+    ("no folder", "does not exist"),
+    ("no config", "not a run folder"),
+    ("no generator", "generator.keras missing"),
+    ("config without keys", "incomplete: no image_size"),
+])
+def test_run_folder_errors(run, tmp_path, capsys, problem, words):
+    folder = tmp_path / "run"
+    if problem == "no config":
+        folder.mkdir()
+    elif problem == "no generator":
+        shutil.copytree(run.path, folder)
+        (folder / "models" / "generator.keras").unlink()
+    elif problem == "config without keys":
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"z_dim": 100, "age_bins": "0-18,19+"}))
+    out = tmp_path / "aged.png"
+    assert main([str(PORTRAIT), "--run", str(folder), "--out", str(out)]) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_explicit_network_files(run, tmp_path, capsys):
+    encoder, generator = run.model_path("encoder"), run.model_path("generator")
+    files = ["--encoder", str(encoder), "--generator", str(generator)]
+    out = tmp_path / "aged.png"
+    assert main([str(PORTRAIT), *files, "--out", str(out), "--no-progress"]) == 0
+    assert np.asarray(Image.open(out)).shape == grid_shape(2 + NUM_AGES)
+    assert main([str(PORTRAIT), *files, "--age-bins", "0-30,31+", "--out", str(out)]) == 2
+    assert "6 age inputs but the age bins '0-30,31+' are 2" in capsys.readouterr().err
+    (tmp_path / "broken.keras").write_text("not a model")
+    assert main([str(PORTRAIT), "--encoder", str(encoder), "--generator",
+                 str(tmp_path / "broken.keras"), "--out", str(out)]) == 2
+    assert "cannot load" in capsys.readouterr().err
