@@ -28,6 +28,23 @@ def weights(model):
     return [np.array(v.numpy()) for v in model.variables]
 
 
+def tensorboard_tags(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    return set(events.Tags()["tensors"])  # TF2 summaries (scalars, images, text) are tensors
+
+
+def test_tensorboard_reads_scalars_grids_and_config(trained_run):
+    tags = tensorboard_tags(trained_run / "stage1")
+    assert {"stage1/loss/d", "stage1/loss/g", "perf/stage1/images_per_sec",
+            "stage1/samples_by_age", "stage1/config"} <= tags
+    assert {"stage2/loss/latent", "stage2/loss/zeros_baseline", "stage2/reconstructions"} <= (
+        tensorboard_tags(trained_run / "stage2"))
+    assert {"stage3/loss/identity", "stage3/reconstructions"} <= tensorboard_tags(trained_run / "stage3")
+
+
 def test_all_stages_write_events_checkpoints_samples_and_models(trained_run):
     for stage in "123":
         folder = trained_run / f"stage{stage}"
