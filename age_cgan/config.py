@@ -10,14 +10,14 @@ import math
 
 from age_cgan.ages import DEFAULT_SPEC
 
-STAGES = ("1", "2", "3")
+STAGES = ("1", "2", "3")  # what --stage all runs; "fr" trains the face recogniser on its own
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     run: str = "logs/run"  # the run folder: config, events, checkpoints, samples, models
     data: str | None = None  # UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age
-    stage: str = "1"  # "1", "2", "3" or "all"
+    stage: str = "1"  # "1", "2", "3", "all" (1, 2, 3) or "fr" (the face recogniser)
 
     # --- the networks (a run keeps the values of its first stage) ---
     image_size: int = 64  # tutorial
@@ -29,7 +29,7 @@ class TrainConfig:
     # --- length and batches ---
     batch_size: int = 128  # book text (its repository uses 2)
     steps: int | None = None  # total steps of the stage; overrides epochs
-    epochs: float | None = None  # None: 100 for stage 1 (paper), 5 for stage 3 (ours)
+    epochs: float | None = None  # None: 100 for stage 1 (paper), 5 for stage 3, 10 for fr (ours)
     stage2_pairs: int = 100_000  # paper: the encoder sees 100k synthetic (z, y) pairs
     seed: int = 0
     test_fraction: float = 0.1  # paper: 10k of 120k held out (we keep ~10%)
@@ -40,6 +40,7 @@ class TrainConfig:
     lr_encoder: float = 1e-3  # book: encoder compiled with 'adam' = Keras default 1e-3
     lr_identity: float = 2e-4  # book stage 3: Adam(2e-4, beta_1=0.5)
     beta1_identity: float = 0.5  # book stage 3
+    lr_fr: float = 1e-3  # FR distillation: Keras Adam default (the book never trains FR)
     finetune_generator: bool = False  # stage 3 also trains G (then D's term keeps G realistic)
     adversarial_weight: float = 0.1  # ours: D's term in G's stage-3 loss, next to identity
     mixed_precision: bool = False  # mixed_bfloat16 (useful on GPUs; off on CPU)
@@ -55,8 +56,8 @@ class TrainConfig:
     data_cache: str | None = None  # where decoded faces are cached (default ~/.cache/age_cgan)
 
     def __post_init__(self):
-        if self.stage not in (*STAGES, "all"):
-            raise ValueError(f"--stage must be 1, 2, 3 or all, got {self.stage!r}")
+        if self.stage not in (*STAGES, "all", "fr"):
+            raise ValueError(f"--stage must be 1, 2, 3, all or fr, got {self.stage!r}")
         if self.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
         if self.steps is not None and self.steps < 1:
@@ -76,7 +77,8 @@ class TrainConfig:
             return self.steps
         if stage == "2":  # no data: synthetic pairs
             return math.ceil(self.stage2_pairs / self.batch_size)
-        epochs = self.epochs if self.epochs is not None else (100 if stage == "1" else 5)
+        default_epochs = {"1": 100, "3": 5, "fr": 10}[stage]
+        epochs = self.epochs if self.epochs is not None else default_epochs
         return max(1, math.ceil(epochs * train_size / self.batch_size))
 
 

@@ -1,6 +1,5 @@
 """The Colab walkthrough runs top to bottom on tiny settings, so it cannot rot."""
 
-from pathlib import Path
 
 import pytest
 

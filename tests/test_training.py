@@ -11,7 +11,7 @@ from age_cgan.runs import RunFolder, RunFolderError
 from age_cgan.training import stages as stages_module
 from age_cgan.training.bridge import Step
 from age_cgan.training.checkpoint import checkpoint_step
-from age_cgan.training.loop import NonFiniteLoss, load_data, run_stage, train
+from age_cgan.training.loop import NonFiniteLoss, load_data, train
 from conftest import TINY
 
 
@@ -157,3 +157,23 @@ def test_total_steps_defaults():
     assert config.total_steps("1", 110_000) == 85_938  # 100 epochs (paper)
     assert config.total_steps("2", None) == 782  # 100k synthetic pairs (paper)
     assert config.replace(steps=7).total_steps("3", 1000) == 7
+
+
+def test_stage_fr_trains_the_face_recognizer_that_stage3_then_uses(tmp_path):
+    from conftest import make_face_folder
+
+    faces = make_face_folder(tmp_path / "UTKFace", count=24, size=TINY["image_size"])
+    names = sorted(p.name for p in faces.iterdir())
+    rng = np.random.default_rng(0)  # a stand-in teacher: descriptors keyed by file name
+    np.savez(faces / "dlib_descriptors.npz", filenames=np.array(names),
+             descriptors=rng.normal(size=(len(names), 128)).astype(np.float32))
+    config = config_for(tmp_path / "run", faces, tmp_path / "cache", stage="fr", steps=2)
+    summary = train(config)["fr"]
+    assert summary["teacher"] and summary["steps_done"] == 2
+    run = RunFolder(tmp_path / "run")
+    assert run.has_model("face_recognizer")
+    assert checkpoint_step(run.stage_dir("fr") / "checkpoint.npz") == 2
+    saved = run.load_model("face_recognizer")
+    used = stages_module.load_face_recognizer(run, config.replace(stage="3", fr_weights=None))
+    for a, b in zip(weights(saved), weights(used)):
+        np.testing.assert_array_equal(a, b)

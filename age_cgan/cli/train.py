@@ -14,12 +14,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train Age-cGAN: 1 = conditional GAN, 2 = encoder (initial latent "
-        "approximation), 3 = identity-preserving encoder fine-tuning, all = 1, 2, 3 in order. "
+        "approximation), 3 = identity-preserving encoder fine-tuning, all = 1, 2, 3 in order, "
+        "fr = the face recogniser stage 3 uses (train it before stage 3). "
         "The backend is KERAS_BACKEND (tensorflow by default, or jax). Watch it with "
         "`tensorboard --logdir logs`.",
     )
-    p.add_argument("--stage", default="1", choices=["1", "2", "3", "all"],
-                   help="what to train (default: 1)")
+    p.add_argument("--stage", default="1", choices=["1", "2", "3", "all", "fr"],
+                   help="what to train (default: 1); fr distils the face recogniser from dlib's "
+                   "descriptors (dlib_descriptors.npz beside the faces), which stage 3 and "
+                   "infer.py then use")
     p.add_argument("--data", help="UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age "
                    "(stages 1 and 3; later stages reuse the run's)")
     p.add_argument("--run", default=DEFAULTS.run, help="run folder for config, TensorBoard "
@@ -28,8 +31,8 @@ def parser() -> argparse.ArgumentParser:
     length.add_argument("--steps", type=int, help="total steps of each stage (overrides the "
                         "epoch defaults below)")
     length.add_argument("--epochs", type=float, help="epochs over the training faces "
-                        "(default: 100 for stage 1 as in the paper, 5 for stage 3; stage 2 "
-                        "draws 100k synthetic pairs as in the paper)")
+                        "(default: 100 for stage 1 as in the paper, 5 for stage 3, 10 for fr; "
+                        "stage 2 draws 100k synthetic pairs as in the paper)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help=f"faces per step (default: {DEFAULTS.batch_size}, the book's)")
     p.add_argument("--age-bins", default=DEFAULTS.age_bins,
@@ -39,9 +42,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--z-dim", type=int, default=DEFAULTS.z_dim,
                    help=f"latent size (default: {DEFAULTS.z_dim}, the paper's)")
     p.add_argument("--fr-weights", default=None,
-                   help="face recogniser for stage 3: imagenet | none | PATH to a local "
-                   "InceptionResNetV2 no-top weights file (default: the run's trained FR if "
-                   "present, else imagenet)")
+                   help="FR backbone weights: imagenet | none | PATH to a local "
+                   "InceptionResNetV2 no-top weights file. Stage 3 default: the run's trained "
+                   "FR (--stage fr) if present, else imagenet; --stage fr default: none (a "
+                   "random backbone, trained end to end)")
     p.add_argument("--fr-input-size", type=int, default=DEFAULTS.fr_input_size,
                    help="size the face is resized to inside FR, at least 75 "
                    f"(default: {DEFAULTS.fr_input_size})")

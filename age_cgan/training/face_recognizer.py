@@ -28,7 +28,6 @@ verification on pairs).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import keras
@@ -340,43 +339,20 @@ def _targets(dataset, teacher_file, identity_weight):
 
 def _loop(run, step_fn, model, optimizer, sampler, checkpoint, start, steps, log_every,
           checkpoint_every, recalibrate_batches, state, progress) -> list[dict]:
-    """Steps start+1..steps with logging and checkpoints; BatchNorm recalibrated at the end."""
-    from tqdm.auto import tqdm
+    """Steps start+1..steps through the shared loop; BatchNorm recalibrated at the end."""
+    from age_cgan.training.loop import fit
 
-    from age_cgan.training.logging import StageLogger
+    def save(step):
+        save_checkpoint(checkpoint, {NETWORK: model}, {NETWORK: optimizer}, step,
+                        {"sampler": sampler.get_state(), **state}, {})
 
-    logger = StageLogger(run.stage_dir(STAGE))
-    history, window = [], []
-    bar = tqdm(total=steps, initial=start, desc="stage fr", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    timer = time.perf_counter()
-    try:
-        for step in range(start + 1, steps + 1):
-            window.append({k: float(v) for k, v in step_fn(sampler.next()).items()})
-            bar.update(1)
-            if step % log_every == 0 or step == steps:
-                means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise FloatingPointError(f"stage fr: a loss became non-finite by step {step}: "
-                                             f"{means}; try a lower learning rate")
-                means["perf/stagefr/sec_per_step"] = (time.perf_counter() - timer) / len(window)
-                logger.scalars(step, means)
-                history.append({"step": step, **means})
-                bar.set_postfix(loss=f"{means['fr/loss/total']:.4f}")
-                window, timer = [], time.perf_counter()
-            if step == steps and recalibrate_batches:
-                step_fn.sync()
-                recalibrate_batch_norm(model, sampler.next, recalibrate_batches)
-                step_fn.reset()
-            if step % checkpoint_every == 0 or step == steps:
-                step_fn.sync()
-                save_checkpoint(checkpoint, {NETWORK: model}, {NETWORK: optimizer}, step,
-                                {"sampler": sampler.get_state(), **state}, {})
-        step_fn.sync()
-    finally:
-        bar.close()
-        logger.close()
-    return history
+    def recalibrate():
+        recalibrate_batch_norm(model, sampler.next, recalibrate_batches)
+
+    return fit(step_fn, sampler.next, name=STAGE, logdir=run.stage_dir(STAGE), start=start,
+               total=steps, batch_size=sampler.batch_size, log_every=log_every,
+               sample_every=steps, checkpoint_every=checkpoint_every, progress=progress,
+               save=save, before_final=recalibrate if recalibrate_batches else None)
 
 
 def train_face_recognizer(

@@ -21,7 +21,7 @@ from age_cgan.training.logging import StageLogger
 from age_cgan.training.stages import STAGE_CLASSES, missing_models
 
 
-MAKES = {"1": ("generator", "discriminator"), "2": ("encoder",), "3": ()}
+MAKES = {"1": ("generator", "discriminator"), "2": ("encoder",), "3": (), "fr": ("face_recognizer",)}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -76,15 +76,33 @@ def train(config: TrainConfig) -> dict:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     dataset = None
-    if any(STAGE_CLASSES[s].needs_data for s in stages):
+    if any(s == "fr" or STAGE_CLASSES[s].needs_data for s in stages):
         dataset = load_data(config)
     run.path.mkdir(parents=True, exist_ok=True)
     stored = run.read_config() if run.config_path.is_file() else {}
     run.write_config({**stored, **{k: v for k, v in config.to_dict().items()}, "backend": BACKEND})
     results = {}
     for stage in stages:
-        results[stage] = run_stage(config, stage, dataset)
+        run_one = train_face_recognizer_stage if stage == "fr" else run_stage
+        results[stage] = run_one(config, stage, dataset)
     return results
+
+
+def train_face_recognizer_stage(config: TrainConfig, stage_name: str, dataset) -> dict:
+    """``--stage fr``: distil FR from dlib's descriptors (see training/face_recognizer.py)."""
+    from age_cgan.training.face_recognizer import train_face_recognizer
+
+    weights = config.fr_weights or "none"  # None here: a random backbone trained end to end
+    summary = train_face_recognizer(
+        config.run, dataset, steps=config.total_steps("fr", len(dataset.train())),
+        batch_size=config.batch_size, learning_rate=config.lr_fr,
+        input_size=config.fr_input_size, weights=weights, log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every, resume=config.resume,
+        overwrite=config.overwrite, seed=config.seed, progress=config.progress,
+    )
+    if config.progress:
+        print(f"stage fr: agreement with the teacher on held-out faces: {summary['agreement']}")
+    return summary
 
 
 def _check_ready(run, stages, config):
@@ -113,39 +131,67 @@ def run_stage(config: TrainConfig, stage_name: str, dataset=None) -> dict:
     trained = {name: stage.models[name] for name in stage.trained}
     start = _restore(config, stage, step_fn, checkpoint, trained)
     total = config.total_steps(stage_name, None if dataset is None else len(dataset.train()))
-    logger = StageLogger(run.stage_dir(stage_name))
-    if start == 0:
-        logger.text(0, f"stage{stage_name}/config", _config_markdown(config))
-    window, last = [], {}
-    bar = tqdm(total=total, initial=start, desc=f"stage {stage_name}", disable=not config.progress,
+
+    def save(step):
+        save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(), stage.fixed)
+
+    history = fit(
+        step_fn, stage.next_batch, name=stage_name, logdir=run.stage_dir(stage_name),
+        start=start, total=total, batch_size=config.batch_size, log_every=config.log_every,
+        sample_every=config.sample_every, checkpoint_every=config.checkpoint_every,
+        progress=config.progress, save=save, samples=stage.samples,
+        config_text=_config_markdown(config) if start == 0 else None,
+    )
+    for name in stage.trained:
+        run.save_model(stage.models[name], name)
+    return history[-1] if history else {}
+
+
+def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, log_every,
+        sample_every, checkpoint_every, progress, save, samples=None, before_final=None,
+        config_text=None) -> list[dict]:
+    """Steps start+1..total of one stage with progress, scalar windows, grids and checkpoints.
+
+    ``save(step)`` writes the checkpoint (after ``step_fn.sync()``); ``samples()`` returns
+    tag -> uint8 grid; ``before_final()`` runs on the synced variables before the last
+    checkpoint (e.g. BatchNorm recalibration). Returns the logged windows' means.
+    """
+    logger = StageLogger(logdir)
+    if config_text:
+        logger.text(0, f"stage{name}/config", config_text)
+    history, window = [], []
+    bar = tqdm(total=total, initial=start, desc=f"stage {name}", disable=not progress,
                unit="step", dynamic_ncols=True)
     timer = time.perf_counter()
     try:
         for step in range(start + 1, total + 1):
-            window.append(step_fn(stage.next_batch()))
+            window.append(step_fn(next_batch()))
             bar.update(1)
             at_end = step == total
-            if step % config.log_every == 0 or at_end or step % config.checkpoint_every == 0:
-                elapsed = time.perf_counter() - timer
-                last = _flush(window, step, stage_name, config.batch_size, elapsed, logger)
-                bar.set_postfix(_postfix(last))
-                window, timer = [], time.perf_counter()
-            if step % config.sample_every == 0 or at_end:
+            checkpoint_now = step % checkpoint_every == 0 or at_end
+            if step % log_every == 0 or checkpoint_now:
+                means = _flush(window, step, name, batch_size, time.perf_counter() - timer, logger)
+                history.append({"step": step, **means})
+                bar.set_postfix(_postfix(means))
+                window = []
+            if samples is not None and (step % sample_every == 0 or at_end):
                 step_fn.sync()
-                for tag, grid in stage.samples().items():
+                for tag, grid in samples().items():
                     logger.image(step, tag, grid)
-            if step % config.checkpoint_every == 0 or at_end:
+            if at_end and before_final is not None:
                 step_fn.sync()
-                save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(), stage.fixed)
-            if step % config.sample_every == 0 or step % config.checkpoint_every == 0:
-                timer = time.perf_counter()  # images/sec counts training, not sampling or saving
+                before_final()
+                step_fn.reset()
+            if checkpoint_now:
+                step_fn.sync()
+                save(step)
+            if not window:  # images/sec counts training steps, not sampling or saving
+                timer = time.perf_counter()
         step_fn.sync()
-        for name in stage.trained:
-            run.save_model(stage.models[name], name)
     finally:
         bar.close()
         logger.close()
-    return last
+    return history
 
 
 def _restore(config, stage, step_fn, checkpoint, trained) -> int:

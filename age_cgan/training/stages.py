@@ -286,7 +286,7 @@ STAGE_CLASSES = {"1": Stage1, "2": Stage2, "3": Stage3}
 
 def missing_models(run: RunFolder, stage: str, config) -> list[str]:
     """What a stage needs from earlier stages and the run folder lacks."""
-    need = {"1": [], "2": ["generator"], "3": ["encoder", "generator"]}[stage]
+    need = {"1": [], "2": ["generator"], "3": ["encoder", "generator"], "fr": []}[stage]
     if stage == "3" and config.finetune_generator:
         need.append("discriminator")
     return [name for name in need if not run.has_model(name)]
