@@ -19,7 +19,7 @@ import numpy as np
 from age_cgan import losses, networks
 from age_cgan.ages import AgeBins
 from age_cgan.data import BatchSampler, denormalize, normalize
-from age_cgan.runs import RunFolder, RunFolderError
+from age_cgan.runs import RunFolder
 from age_cgan.training.bridge import Update
 from age_cgan.visualize import labelled_grid
 
@@ -291,5 +291,3 @@ def missing_models(run: RunFolder, stage: str, config) -> list[str]:
         need.append("discriminator")
     return [name for name in need if not run.has_model(name)]
 
-
-__all__ = ["STAGE_CLASSES", "RunFolderError", "load_face_recognizer", "missing_models"]
