@@ -170,6 +170,7 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
             at_end = step == total
             checkpoint_now = step % checkpoint_every == 0 or at_end
             if step % log_every == 0 or checkpoint_now:
+                window = [{k: float(v) for k, v in m.items()} for m in window]  # waits for the device
                 means = _flush(window, step, name, batch_size, time.perf_counter() - timer, logger)
                 history.append({"step": step, **means})
                 bar.set_postfix(_postfix(means))
