@@ -20,6 +20,14 @@ time, past the CPU target), while FR is meant to be age-invariant anyway, so mat
 the person's own age is what the paper does and what carries over to the other ages.
 
 Adam on z (numpy, a few lines) takes ``steps`` updates; the z with the lowest loss is kept.
+
+A batch of faces is optimised at once (``optimize_latents``): each face's loss depends on its own
+z only (the networks run in inference mode, so BatchNorm uses its stored statistics), so the
+gradient of the sum of the per-face losses with respect to z_i is face i's own gradient, and
+Adam acts per coordinate: the result for each face is that of optimising it alone. The per-face
+losses come out of the same compiled call as the gradient: the objective is
+sum_i w_i * loss_i(z_i) with unit weights w appended to z as one more column, and its derivative
+in w_i is loss_i. ``optimize_latent`` (one face) is the batch of one.
 """
 
 from __future__ import annotations
@@ -190,62 +198,115 @@ class AgingModels:
 
     # --- per-image latent optimisation ---------------------------------------------------------
     def _objective(self, mode: str):
-        """value_and_grad of the mode's loss in z (compiled once, reused for every face)."""
+        """value_and_grad in x = [z | w] (B, z_dim + 1) of sum_i w_i * loss_i(z_i), compiled once
+        per mode: the gradient's first z_dim columns are each face's d loss_i / d z_i (w = 1),
+        its last column each face's loss (see the module notes)."""
         if mode not in self._compiled:
             generator = self.generator
+
+            def split(x):
+                return x[:, :-1], x[:, -1]
+
             if mode == "pixel":
-                def loss(z, target, age, g_values):
+                def loss(x, target, age, g_values):
+                    z, w = split(x)
                     image, _ = generator.stateless_call(*g_values, [z, age], training=False)
-                    return losses.pixel_loss(image, target)
+                    return keras.ops.sum(w * losses.pixel_loss_per_sample(image, target))
             else:
                 fr = self.face_recognizer
 
-                def loss(z, target, age, g_values, fr_values):
+                def loss(x, target, age, g_values, fr_values):
+                    z, w = split(x)
                     image, _ = generator.stateless_call(*g_values, [z, age], training=False)
                     embedding, _ = fr.stateless_call(*fr_values, image, training=False)
-                    return losses.identity_loss(embedding, target)
+                    return keras.ops.sum(w * losses.identity_loss_per_sample(embedding, target))
             self._compiled[mode] = value_and_grad(loss)
         return self._compiled[mode]
+
+    def optimize_latents(self, faces: np.ndarray, z0: np.ndarray, categories, mode: str,
+                         steps: int | None = None, learning_rate: float = LEARNING_RATE,
+                         progress: bool = True, batch_size: int | None = None,
+                         desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Adam on z from z0 for a batch of uint8 faces (B, S, S, 3), each at its category
+        (B,); G and FR frozen. All faces step together; each keeps its own best z.
+
+        ``batch_size``: faces per compiled call (default: all B at once); the last chunk is
+        padded to the same size (copies of its last face, discarded), so one compilation
+        serves every chunk. Returns (the z of lowest loss per face (B, z_dim), the losses
+        (steps + 1, B): at z0, then after each step).
+        """
+        if mode not in ("pixel", "identity"):
+            raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, not {mode!r}")
+        faces = np.asarray(faces)
+        z0 = np.asarray(z0, np.float32)
+        categories = np.asarray(categories, np.int64).reshape(-1)
+        if faces.ndim != 4 or not len(faces) == len(z0) == len(categories):
+            raise ValueError(f"faces (B, S, S, 3), z0 (B, z) and categories (B,) must agree: "
+                             f"{faces.shape}, {z0.shape}, {categories.shape}")
+        steps = DEFAULT_STEPS[mode] if steps is None else int(steps)
+        n = len(faces)
+        chunk = n if not batch_size else max(1, min(int(batch_size), n))
+        best = np.zeros_like(z0)
+        history = np.zeros((steps + 1, n), np.float32)
+        chunks = range(0, n, chunk)
+        for number, begin in enumerate(chunks):
+            rows = np.arange(begin, min(begin + chunk, n))
+            padded = np.concatenate([rows, np.full(chunk - len(rows), rows[-1])])
+            label = desc or f"{mode} optimisation"
+            if len(chunks) > 1:
+                label += f" ({number + 1}/{len(chunks)})"
+            z, losses_ = self._optimize_chunk(faces[padded], z0[padded], categories[padded],
+                                              mode, steps, learning_rate, progress, label)
+            best[rows] = z[:len(rows)]
+            history[:, rows] = losses_[:, :len(rows)]
+        return best, history
+
+    def _optimize_chunk(self, faces, z0, categories, mode, steps, learning_rate, progress, desc):
+        from tqdm.auto import tqdm
+
+        fn = self._objective(mode)
+        to_tensor = keras.ops.convert_to_tensor
+        x = to_tensor(normalize(faces))
+        args = [_values(self.generator)]
+        if mode == "identity":
+            fr = self.face_recognizer
+            target = fr(x, training=False)  # FR(x), (B, 128)
+            args.append(_values(fr))
+        else:
+            target = x
+        age = to_tensor(self.bins.one_hot(categories))
+        z = z0.copy()
+        weights = np.ones((len(z), 1), np.float32)
+        adam = _Adam(z.shape, learning_rate)
+        best_z, best_loss = z.copy(), np.full(len(z), np.inf, np.float32)
+        history = np.zeros((steps + 1, len(z)), np.float32)
+        bar = tqdm(range(steps + 1), desc=desc, unit="step", disable=not progress, leave=False,
+                   dynamic_ncols=True)
+        for step in bar:
+            _, grad = fn(to_tensor(np.concatenate([z, weights], axis=1)), target, age, *args)
+            grad = keras.ops.convert_to_numpy(grad)
+            values = grad[:, -1].astype(np.float32)
+            better = values < best_loss
+            best_z[better], best_loss[better] = z[better], values[better]
+            history[step] = values
+            bar.set_postfix(loss=f"{values.mean():.4f}")
+            if step < steps:
+                z = adam.update(z, grad[:, :-1])
+        bar.close()
+        return best_z, history
 
     def optimize_latent(self, face: np.ndarray, z0: np.ndarray, category: int, mode: str,
                         steps: int | None = None, learning_rate: float = LEARNING_RATE,
                         progress: bool = True) -> tuple[np.ndarray, list[float]]:
-        """Adam on z from z0 for one uint8 face (S, S, 3) at ``category``; G and FR frozen.
+        """Adam on z from z0 for one uint8 face (S, S, 3) at ``category``; G and FR frozen
+        (``optimize_latents`` on a batch of one).
 
         Returns (the z of lowest loss (z_dim,), the loss at z0 then after each step).
         """
-        from tqdm.auto import tqdm
-
-        if mode not in ("pixel", "identity"):
-            raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, not {mode!r}")
-        steps = DEFAULT_STEPS[mode] if steps is None else int(steps)
-        fn = self._objective(mode)
-        to_tensor = keras.ops.convert_to_tensor
-        x = to_tensor(normalize(face)[None])
-        args = [_values(self.generator)]
-        if mode == "identity":
-            fr = self.face_recognizer
-            target = fr(x, training=False)  # FR(x), (1, 128)
-            args.append(_values(fr))
-        else:
-            target = x
-        age = to_tensor(self.bins.one_hot([category]))
-        z = np.asarray(z0, np.float32)[None].copy()
-        adam = _Adam(z.shape, learning_rate)
-        best_z, history = z.copy(), []
-        bar = tqdm(range(steps + 1), desc=f"{mode} optimisation", unit="step",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        for step in bar:
-            value, grad = fn(to_tensor(z), target, age, *args)
-            value = float(keras.ops.convert_to_numpy(value))
-            if not history or value < min(history):
-                best_z = z.copy()
-            history.append(value)
-            bar.set_postfix(loss=f"{value:.4f}")
-            if step < steps:
-                z = adam.update(z, keras.ops.convert_to_numpy(grad))
-        bar.close()
-        return best_z[0], history
+        z, history = self.optimize_latents(np.asarray(face)[None],
+                                           np.asarray(z0, np.float32)[None], [int(category)],
+                                           mode, steps, learning_rate, progress)
+        return z[0], [float(v) for v in history[:, 0]]
 
     # --- everything for one face --------------------------------------------------------------
     def age(self, face: np.ndarray, optimize: str = "none", steps: int | None = None,

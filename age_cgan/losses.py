@@ -26,11 +26,16 @@ def generator_loss(p_fake):
     return bce(p_fake, 1.0)
 
 
-def euclidean(a, b):
-    """Per-sample Euclidean distance between rows of (B, ...) tensors, batch mean."""
+def euclidean_per_sample(a, b):
+    """Euclidean distance between rows of (B, ...) tensors -> (B,)."""
     a = ops.reshape(ops.cast(a, "float32"), (ops.shape(a)[0], -1))
     b = ops.reshape(ops.cast(b, "float32"), (ops.shape(b)[0], -1))
-    return ops.mean(ops.sqrt(ops.sum(ops.square(a - b), axis=-1) + 1e-12))
+    return ops.sqrt(ops.sum(ops.square(a - b), axis=-1) + 1e-12)
+
+
+def euclidean(a, b):
+    """Per-sample Euclidean distance between rows of (B, ...) tensors, batch mean."""
+    return ops.mean(euclidean_per_sample(a, b))
 
 
 def latent_loss(z_pred, z_true):
@@ -41,6 +46,17 @@ def latent_loss(z_pred, z_true):
 def identity_loss(embedding_a, embedding_b):
     """Stage 3 / z*_IP (paper): Euclidean distance between FR embeddings (unit norm, so 0..2)."""
     return euclidean(embedding_a, embedding_b)
+
+
+def identity_loss_per_sample(embedding_a, embedding_b):
+    """``identity_loss`` of each sample -> (B,) (per-image latent optimisation of a batch)."""
+    return euclidean_per_sample(embedding_a, embedding_b)
+
+
+def pixel_loss_per_sample(image_a, image_b):
+    """``pixel_loss`` of each sample -> (B,): the mean squared difference over its pixels."""
+    a, b = ops.cast(image_a, "float32"), ops.cast(image_b, "float32")
+    return ops.mean(ops.reshape(ops.square(a - b), (ops.shape(a)[0], -1)), axis=-1)
 
 
 def pixel_loss(image_a, image_b):

