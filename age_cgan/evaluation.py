@@ -48,6 +48,7 @@ import numpy as np
 
 from age_cgan.ages import AgeBins
 from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD
+from age_cgan.runs import load_dataset_for_run
 
 #: The paper's Table 1 (OpenFace "same person" rates between a test face and its reconstruction).
 PAPER_IDENTITY = {"z0": 0.53, "z*_pixel": 0.60, "z*_IP": 0.829}
@@ -335,20 +336,6 @@ class EvalSettings:
 def _log(progress, message):
     if progress:
         print(message, flush=True)
-
-
-def load_dataset_for_run(config: dict, data=None, progress: bool = True):
-    """The run's faces, decoded and split exactly as training did (config "image_size",
-    "age_bins", "test_fraction", "seed", "data_cache"); ``data`` replaces config "data"."""
-    from age_cgan.data import load_dataset
-
-    data = data or config.get("data")
-    if not data:
-        raise ValueError("the run's config.json names no data: pass --data PATH")
-    return load_dataset(
-        data, image_size=int(config.get("image_size", 64)), age_bins=config.get("age_bins"),
-        cache_dir=config.get("data_cache"), test_fraction=float(config.get("test_fraction", 0.1)),
-        seed=int(config.get("seed", 0)), progress=progress)
 
 
 def load_test_faces(config: dict, dataset=None, limit=None, seed=0, progress=True):

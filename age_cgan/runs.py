@@ -40,6 +40,22 @@ def write_json_atomic(path, data) -> None:
     os.replace(tmp, path)
 
 
+def load_dataset_for_run(config: dict, data=None, progress: bool = True):
+    """The run's faces, decoded and split exactly as training does (config "data",
+    "image_size", "age_bins", "test_fraction", "seed", "data_cache"); ``data`` replaces
+    config "data"."""
+    from age_cgan.data import load_dataset
+
+    data = data or config.get("data")
+    if not data:
+        raise ValueError("no data given: pass --data PATH (a UTKFace folder, wiki.mat / "
+                         "imdb.mat, or a CSV of path,age)")
+    return load_dataset(
+        data, image_size=int(config.get("image_size", 64)), age_bins=config.get("age_bins"),
+        cache_dir=config.get("data_cache"), test_fraction=float(config.get("test_fraction", 0.1)),
+        seed=int(config.get("seed", 0)), progress=progress)
+
+
 class RunFolder:
     def __init__(self, path):
         self.path = Path(path)

@@ -407,7 +407,7 @@ def train_face_recognizer(
     run = RunFolder(run_dir)
     config = run.read_config() if run.config_path.is_file() else {}
     if dataset is None:
-        from age_cgan.evaluation import load_dataset_for_run
+        from age_cgan.runs import load_dataset_for_run
 
         dataset = load_dataset_for_run(config, None, progress)
     teacher, identity, use_identity = _targets(dataset, teacher_file, identity_weight)

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
-from age_cgan.runs import RunFolder, RunFolderError
+from age_cgan.runs import RunFolder, RunFolderError, load_dataset_for_run
 from age_cgan.training.bridge import BACKEND, Step
 from age_cgan.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from age_cgan.training.logging import StageLogger
@@ -52,16 +52,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 
 def load_data(config: TrainConfig):
-    from age_cgan.data import load_dataset
-
-    if config.data is None:
-        raise ValueError("this stage trains on real faces: pass --data PATH (a UTKFace folder, "
-                         "wiki.mat / imdb.mat, or a CSV of path,age)")
-    dataset = load_dataset(
-        config.data, image_size=config.image_size, age_bins=config.age_bins,
-        cache_dir=config.data_cache, test_fraction=config.test_fraction, seed=config.seed,
-        progress=config.progress,
-    )
+    dataset = load_dataset_for_run(config.to_dict(), progress=config.progress)
     if config.progress:
         print(dataset.summary.format())
     return dataset
