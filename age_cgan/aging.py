@@ -45,7 +45,7 @@ from age_cgan.ages import AgeBins
 from age_cgan.data import denormalize, normalize
 from age_cgan.networks import build_face_recognizer
 from age_cgan.runs import RunFolder, RunFolderError
-from age_cgan.training.bridge import value_and_grad
+from age_cgan.training.bridge import read_values, value_and_grad
 
 OPTIMIZE_MODES = ("none", "pixel", "identity")
 #: Adam updates per face. Identity: ~0.43 s a step on the shared 2-core CPU (G, then FR =
@@ -267,11 +267,11 @@ class AgingModels:
         fn = self._objective(mode)
         to_tensor = keras.ops.convert_to_tensor
         x = to_tensor(normalize(faces))
-        args = [_values(self.generator)]
+        args = [read_values(self.generator)]
         if mode == "identity":
             fr = self.face_recognizer
             target = fr(x, training=False)  # FR(x), (B, 128)
-            args.append(_values(fr))
+            args.append(read_values(fr))
         else:
             target = x
         age = to_tensor(self.bins.one_hot(categories))
@@ -362,13 +362,6 @@ class _Adam:
         m_hat = self.m / (1 - self.b1 ** self.t)
         v_hat = self.v / (1 - self.b2 ** self.t)
         return (x - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(np.float32)
-
-
-def _values(model):
-    """A model's (trainable, non-trainable) values as tensors, for ``stateless_call``."""
-    to_tensor = keras.ops.convert_to_tensor
-    return ([to_tensor(v.value) for v in model.trainable_variables],
-            [to_tensor(v.value) for v in model.non_trainable_variables])
 
 
 def _run_config(folder: RunFolder, given: dict) -> dict:

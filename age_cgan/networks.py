@@ -44,6 +44,12 @@ class TileAge(layers.Layer):
         return (*features[:-1], features[-1] + age[-1])
 
 
+def l2_normalize(x, epsilon=1e-10):
+    """Rows of x (..., D) scaled to unit Euclidean norm, in float32."""
+    x = ops.cast(x, "float32")
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
+
+
 @keras.saving.register_keras_serializable(package="age_cgan")
 class L2Normalize(layers.Layer):
     """Scale each row to unit Euclidean norm (the FR embedding lives on the unit sphere)."""
@@ -53,8 +59,7 @@ class L2Normalize(layers.Layer):
         self.epsilon = epsilon
 
     def call(self, x):
-        x = ops.cast(x, "float32")
-        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), self.epsilon))
+        return l2_normalize(x, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -58,7 +58,8 @@ def _run_loss(update, models, values, trainable, batch):
     return loss, (metrics, forward.updated)
 
 
-def _read(model, to_tensor=keras.ops.convert_to_tensor):
+def read_values(model, to_tensor=keras.ops.convert_to_tensor):
+    """A model's (trainable, non-trainable) values as tensors, for ``stateless_call``."""
     return (
         [to_tensor(v.value) for v in model.trainable_variables],
         [to_tensor(v.value) for v in model.non_trainable_variables],
@@ -99,7 +100,7 @@ def _tf_step(step: Step, jit: bool):
     def run(batch):
         metrics = {}
         for update in step.updates:
-            values = {name: _read(model, tf.identity) for name, model in models.items()}
+            values = {name: read_values(model, tf.identity) for name, model in models.items()}
             trainable = values[update.model][0]
             with tf.GradientTape() as tape:
                 tape.watch(trainable)
@@ -127,7 +128,7 @@ class _JaxState:
         self._compiled = jax.jit(self._run, donate_argnums=(0, 1)) if jit else self._run
 
     def reset(self):
-        self.values = {name: _read(model) for name, model in self.step.models.items()}
+        self.values = {name: read_values(model) for name, model in self.step.models.items()}
         self.optimizer_values = {
             name: [keras.ops.convert_to_tensor(v) for v in self.step.optimizers[name].variables]
             for name in self.trained

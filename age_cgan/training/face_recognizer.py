@@ -49,11 +49,6 @@ MIN_INPUT_SIZE = 75  # InceptionResNetV2's smallest input
 # =========================================================================== losses
 
 
-def l2_normalize(x, epsilon=1e-12):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
-
-
 def _masked_mean(values, mask):
     mask = ops.cast(mask, "float32")
     return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
@@ -68,7 +63,7 @@ def pairwise_distances(x, epsilon=1e-12):
 
 def cosine_distillation(embedding, target, mask):
     """Mean (1 - cos) between embeddings and unit targets (B, D) over rows with ``mask`` = 1."""
-    cos = ops.sum(l2_normalize(embedding) * target, axis=-1)
+    cos = ops.sum(networks.l2_normalize(embedding, 1e-12) * target, axis=-1)
     return _masked_mean(1.0 - cos, mask)
 
 
