@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from age_cgan.ages import AgeBins
+from age_cgan.files import atomic_path
 from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD
 from age_cgan.runs import load_dataset_for_run
 
@@ -505,13 +506,10 @@ class FaceBundle:
                                    f"{name}__shape": np.array(getattr(self, name).shape)})
                     codecs[name] = "webp"
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, meta=np.array(json.dumps({**self.meta,
                                                                   "codecs": codecs})),
                                 **arrays)
-        tmp.replace(path)
         return path
 
     @classmethod
@@ -1045,8 +1043,6 @@ def save_figure(path, results, bins, test_faces, examples) -> None:
     fig.suptitle(f"{results['run']}: Frechet distance (dlib space) generated vs test "
                  f"{stats['frechet_generated_vs_test']:.3f}")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    tmp.replace(path)

@@ -11,13 +11,13 @@ RUN/stage<N>/                    TensorBoard events, checkpoint.npz, samples/*.p
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import keras
 
 from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
 from age_cgan.ages import AgeBins
+from age_cgan.files import atomic_path
 
 NETWORKS = ("encoder", "generator", "discriminator", "face_recognizer")
 WHICH_STAGE = {
@@ -33,11 +33,8 @@ class RunFolderError(RuntimeError):
 
 
 def write_json_atomic(path, data) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def load_dataset_for_run(config: dict, data=None, progress: bool = True):
@@ -107,8 +104,6 @@ class RunFolder:
     def save_model(self, model: keras.Model, network: str) -> Path:
         """Write ``models/<network>.keras`` atomically (temp name + rename)."""
         path = self.model_path(network)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{network}.tmp.keras")
-        model.save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            model.save(tmp)
         return path

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from age_cgan.files import atomic_path
+
 LABEL_HEIGHT = 14
 
 
@@ -38,11 +40,5 @@ def labelled_grid(images: np.ndarray, rows: int, cols: int, labels: list[str], p
 
 def save_png(array: np.ndarray, path) -> None:
     """Write a uint8 (H, W, 3) array as PNG, atomically (temp name + rename)."""
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")

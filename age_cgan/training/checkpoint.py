@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from age_cgan.files import atomic_path
+
 FORMAT = 1
 
 
@@ -23,8 +25,6 @@ def _variables(prefix, variables):
 
 def save_checkpoint(path, models: dict, optimizers: dict, step: int, state: dict, arrays: dict):
     """Write ``path`` atomically. ``state`` must be JSON-serialisable; ``arrays`` numpy."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {}
     for name, model in models.items():
         payload.update(_variables(f"model/{name}", model.variables))
@@ -34,12 +34,10 @@ def save_checkpoint(path, models: dict, optimizers: dict, step: int, state: dict
         payload[f"array/{key}"] = np.asarray(value)
     meta = {"format": FORMAT, "step": int(step), "state": state}
     payload["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **payload)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _assign(prefix, variables, stored, path):
