@@ -73,6 +73,42 @@ def test_stage1_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_faces):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-5), (step, key)
 
 
+def test_ctrl_c_checkpoints_the_step_and_resume_continues_exactly(tmp_path, tiny_faces,
+                                                                 monkeypatch, capsys):
+    import signal
+
+    from age_cgan.cli.train import main
+
+    def args(run):
+        return ["--stage", "1", "--data", str(tiny_faces), "--run", str(tmp_path / run),
+                "--data-cache", str(tmp_path / "cache"), "--steps", "4", "--batch-size", "4",
+                "--image-size", "32", "--log-every", "1", "--sample-every", "2",
+                "--checkpoint-every", "100", "--no-progress"]
+
+    assert main(args("straight")) == 0
+    original = stages_module.Stage1.next_batch
+    calls = {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # a real SIGINT, as Ctrl-C sends, while step 2 is being prepared
+            signal.raise_signal(signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(stages_module.Stage1, "next_batch", interrupted)
+    assert main(args("stopped")) == 130
+    assert "stage 1 stopped after step 2, which is checkpointed" in capsys.readouterr().err
+    assert checkpoint_step(tmp_path / "stopped" / "stage1" / "checkpoint.npz") == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(stages_module.Stage1, "next_batch", original)
+    assert main(args("stopped") + ["--resume"]) == 0
+    a, b = losses_by_step(tmp_path / "straight", 1), losses_by_step(tmp_path / "stopped", 1)
+    assert sorted(b) == [1, 2, 3, 4]
+    for step in (3, 4):
+        for key in a[step]:
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-5), (step, key)
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_faces, monkeypatch):
     config = config_for(tmp_path / "run", tiny_faces, tmp_path / "cache", stage="1", steps=6)
     original = stages_module.Stage1.next_batch

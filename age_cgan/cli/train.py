@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from age_cgan.data import NoFacesError
     from age_cgan.networks import WeightsUnavailable
     from age_cgan.runs import RunFolderError
-    from age_cgan.training.loop import NonFiniteLoss, train
+    from age_cgan.training.loop import NonFiniteLoss, TrainingInterrupted, train
 
     try:
         train(config)
@@ -92,8 +92,12 @@ def main(argv=None) -> int:
             ValueError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:
+        print(f"train.py: {stop}; continue with the same command and --resume",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("train.py: interrupted; resume with --resume (the last checkpoint is kept)",
+        print("train.py: interrupted; continue with --resume (the last checkpoint is kept)",
               file=sys.stderr)
         return 130
     return 0

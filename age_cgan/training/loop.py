@@ -7,6 +7,9 @@ unless ``overwrite=True``, so no work is lost by a repeated command.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 
 import keras
@@ -26,6 +29,42 @@ MAKES = {"1": ("generator", "discriminator"), "2": ("encoder",), "3": (), "fr": 
 
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a stage after a whole step, which was checkpointed."""
+
+    def __init__(self, stage: str, step: int):
+        self.stage, self.step = stage, step
+        super().__init__(f"stage {stage} stopped after step {step}, which is checkpointed")
+
+
+@contextlib.contextmanager
+def _deferred_interrupts():
+    """Turn the first SIGINT/SIGTERM into a flag the loop reads between steps.
+
+    A step is never cut in half (D updated, G not), so the loop can finish it, write an exact
+    checkpoint and stop. A second Ctrl-C interrupts at once. Outside the main thread (where
+    Python cannot install handlers) signals keep their usual behaviour.
+    """
+    received = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a "
+              "checkpoint (Ctrl-C again to stop at once)", flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
@@ -146,6 +185,10 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
     ``save(step)`` writes the checkpoint (after ``step_fn.sync()``); ``samples()`` returns
     tag -> uint8 grid; ``before_final()`` runs on the synced variables before the last
     checkpoint (e.g. BatchNorm recalibration). Returns the logged windows' means.
+
+    Ctrl-C or SIGTERM stops the stage after the step in progress: its scalars are logged, that
+    step is checkpointed (so ``--resume`` continues exactly) and ``TrainingInterrupted`` is
+    raised.
     """
     logger = StageLogger(logdir)
     if config_text:
@@ -154,35 +197,40 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
     bar = tqdm(total=total, initial=start, desc=f"stage {name}", disable=not progress,
                unit="step", dynamic_ncols=True)
     timer = time.perf_counter()
-    try:
-        for step in range(start + 1, total + 1):
-            window.append(step_fn(next_batch()))
-            bar.update(1)
-            at_end = step == total
-            checkpoint_now = step % checkpoint_every == 0 or at_end
-            if step % log_every == 0 or checkpoint_now:
-                window = [{k: float(v) for k, v in m.items()} for m in window]  # waits for the device
-                means = _flush(window, step, name, batch_size, time.perf_counter() - timer, logger)
-                history.append({"step": step, **means})
-                bar.set_postfix(_postfix(means))
-                window = []
-            if samples is not None and (step % sample_every == 0 or at_end):
-                step_fn.sync()
-                for tag, grid in samples().items():
-                    logger.image(step, tag, grid)
-            if at_end and before_final is not None:
-                step_fn.sync()
-                before_final()
-                step_fn.reset()
-            if checkpoint_now:
-                step_fn.sync()
-                save(step)
-            if not window:  # images/sec counts training steps, not sampling or saving
-                timer = time.perf_counter()
-        step_fn.sync()
-    finally:
-        bar.close()
-        logger.close()
+    with _deferred_interrupts() as interrupted:
+        try:
+            for step in range(start + 1, total + 1):
+                window.append(step_fn(next_batch()))
+                bar.update(1)
+                at_end = step == total
+                checkpoint_now = step % checkpoint_every == 0 or at_end
+                stopping = bool(interrupted) and not at_end
+                if step % log_every == 0 or checkpoint_now or stopping:
+                    window = [{k: float(v) for k, v in m.items()} for m in window]  # syncs
+                    means = _flush(window, step, name, batch_size, time.perf_counter() - timer,
+                                   logger)
+                    history.append({"step": step, **means})
+                    bar.set_postfix(_postfix(means))
+                    window = []
+                if samples is not None and (step % sample_every == 0 or at_end):
+                    step_fn.sync()
+                    for tag, grid in samples().items():
+                        logger.image(step, tag, grid)
+                if at_end and before_final is not None:
+                    step_fn.sync()
+                    before_final()
+                    step_fn.reset()
+                if checkpoint_now or stopping:
+                    step_fn.sync()
+                    save(step)
+                if stopping:
+                    raise TrainingInterrupted(name, step)
+                if not window:  # images/sec counts training steps, not sampling or saving
+                    timer = time.perf_counter()
+            step_fn.sync()
+        finally:
+            bar.close()
+            logger.close()
     return history
 
 
@@ -242,4 +290,4 @@ def _config_markdown(config: TrainConfig) -> str:
     return f"| setting | value |\n|---|---|\n{rows}"
 
 
-__all__ = ["NonFiniteLoss", "resolve_config", "run_stage", "train"]
+__all__ = ["NonFiniteLoss", "TrainingInterrupted", "resolve_config", "run_stage", "train"]
