@@ -12,12 +12,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from age_cgan.files import atomic_path
 
 #: Bump when the stored arrays or their meaning change.
 FORMAT_VERSION = 1
@@ -49,7 +50,7 @@ def cache_path(source, image_size: int, bins_spec: str, settings: dict,
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> bool:
-    """Write arrays + JSON meta to ``path`` via a temporary file and os.replace.
+    """Write arrays + JSON meta to ``path`` atomically (``files.atomic_path``).
 
     Returns False (with a warning) when the cache folder cannot be written: the data is still
     usable, it is only decoded again next time.
@@ -57,22 +58,12 @@ def save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> bool:
     for name, array in arrays.items():
         if array.dtype == object:
             raise TypeError(f"cache array {name!r} is an object array")
-    temp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".",
-                                         suffix=".tmp", delete=False) as handle:
-            temp = handle.name
+        with atomic_path(path) as temp, open(temp, "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # temporary files are created private
-        os.replace(temp, path)
         return True
     except OSError as error:
         warnings.warn(f"could not write the face cache {path}: {error}", stacklevel=3)
-        if temp is not None and os.path.exists(temp):
-            os.unlink(temp)
         return False
 
 
