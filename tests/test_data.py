@@ -485,3 +485,20 @@ def test_shared_utkface_names():
     paths = listing.paths()[:40]
     faces, failures = imaging.decode_all(paths, 64, workers=1, progress=False)
     assert not failures and faces.shape == (40, 64, 64, 3)
+
+
+def test_atomic_path_replaces_whole_or_not_at_all(tmp_path):
+    from age_cgan.files import atomic_path
+
+    target = tmp_path / "out" / "model.npz"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second and first.suffix == ".npz"  # two writers never share a temp file
+        first.write_bytes(b"one")
+        second.write_bytes(b"two")
+    assert target.read_bytes() == b"one"  # the last rename wins, with a whole file
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temp:
+            temp.write_bytes(b"half")
+            raise RuntimeError("crash while writing")
+    assert target.read_bytes() == b"one"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.npz"]
