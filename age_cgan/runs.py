@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
-
-from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
 from age_cgan.ages import AgeBins
 from age_cgan.files import atomic_path
+
+if TYPE_CHECKING:
+    import keras
 
 NETWORKS = ("encoder", "generator", "discriminator", "face_recognizer")
 WHICH_STAGE = {
@@ -96,6 +97,10 @@ class RunFolder:
                 f"{path} is missing: the run folder {self.path} has no trained {network}. "
                 f"Run `python train.py --stage {stage} --run {self.path}` first."
             )
+        import keras  # here, not at the top: reading a run's config needs no deep-learning stack
+
+        from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
+
         try:
             return keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as error:

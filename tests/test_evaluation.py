@@ -324,3 +324,15 @@ def test_export_under_jax_without_tensorflow(tmp_path, trained_run):
     assert faces.meta["backend"] == "jax" and faces.methods == ["z0", "z*_pixel"]
     assert faces.generated.shape[0] == 6 and len(faces.test_images) == 2
     assert faces.reconstructions.shape[:2] == (2, 2)
+
+
+def test_judging_side_imports_no_deep_learning_stack():
+    """`evaluate.py --help` and `--judge` need neither Keras nor TensorFlow (fast, and the judge
+    machine need not have them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, age_cgan.cli.evaluate, age_cgan.evaluation, age_cgan.runs; "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
