@@ -213,3 +213,27 @@ def test_stage_fr_trains_the_face_recognizer_that_stage3_then_uses(tmp_path):
     used = stages_module.load_face_recognizer(run, config.replace(stage="3", fr_weights=None))
     for a, b in zip(weights(saved), weights(used)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_dry_run_reports_the_plan_and_writes_nothing(trained_run, tiny_faces, tmp_path, capsys):
+    from age_cgan.cli.train import main
+
+    fresh = tmp_path / "fresh"
+    common = ["--data", str(tiny_faces), "--data-cache", str(tmp_path / "cache"),
+              "--batch-size", "4", "--image-size", "32", "--no-progress", "--dry-run"]
+    assert main(["--stage", "all", "--run", str(fresh), "--epochs", "2"] + common) == 0
+    out = capsys.readouterr().out
+    assert not fresh.exists()  # nothing written
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    train_faces = len(load_data(config_for(fresh, tiny_faces, tmp_path / "cache")).train())
+    steps = -(-2 * train_faces // 4)
+    assert rows["1"][1] == f"1-{steps}" and rows["1"][4] == "2.00"  # epochs -> steps
+    assert rows["2"][1] == f"1-{-(-100_000 // 4)}"  # stage 2: the paper's 100k pairs
+    # the trained run: its checkpoints refuse a plain restart, and --resume starts after them
+    before = sorted(p.name for p in trained_run.rglob("*"))
+    assert main(["--stage", "1", "--run", str(trained_run), "--steps", "5"] + common) == 0
+    assert "refused: a checkpoint at step 2 exists" in capsys.readouterr().out
+    assert main(["--stage", "1", "--run", str(trained_run), "--steps", "5", "--resume"]
+                + common) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[1] == "3-5"
+    assert sorted(p.name for p in trained_run.rglob("*")) == before

@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-cache", help="folder for decoded faces (default ~/.cache/age_cgan)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar or data summary")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the run folder and the data, print each stage's steps, images "
+                   "and epochs, and stop: nothing is trained or written to the run folder")
     return p
 
 
@@ -84,10 +87,14 @@ def main(argv=None) -> int:
     from age_cgan.data import NoFacesError
     from age_cgan.networks import WeightsUnavailable
     from age_cgan.runs import RunFolderError
-    from age_cgan.training.loop import NonFiniteLoss, TrainingInterrupted, train
+    from age_cgan.training.loop import (NonFiniteLoss, TrainingInterrupted, format_plan,
+                                       plan, train)
 
     try:
-        train(config)
+        if args.dry_run:
+            print(format_plan(config, plan(config)))
+        else:
+            train(config)
     except (RunFolderError, NonFiniteLoss, NoFacesError, WeightsUnavailable, FileNotFoundError,
             ValueError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)

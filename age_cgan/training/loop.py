@@ -118,6 +118,67 @@ def train(config: TrainConfig) -> dict:
     return results
 
 
+def plan(config: TrainConfig) -> list[dict]:
+    """What ``train(config)`` would do, without training or writing to the run folder.
+
+    Checks what ``train`` checks first (the run folder's network settings, earlier stages'
+    models, the data) and returns one row per stage: its steps, where it would start, the
+    images and epochs that means, and what stops it (a checkpoint without --resume or
+    --overwrite). The data is decoded (and cached) as for training, so a bad path fails here.
+    """
+    from age_cgan.training.face_recognizer import STAGE as FR_STAGE
+
+    config = resolve_config(config)
+    run = RunFolder(config.run)
+    stages = STAGES if config.stage == "all" else (config.stage,)
+    _check_ready(run, stages, config)
+    needs_data = any(s == "fr" or STAGE_CLASSES[s].needs_data for s in stages)
+    dataset = load_data(config) if needs_data else None
+    train_size = None if dataset is None else len(dataset.train())
+    rows = []
+    for name in stages:
+        total = config.total_steps(name, train_size)
+        stored = checkpoint_step(run.stage_dir(FR_STAGE if name == "fr" else name)
+                                 / "checkpoint.npz")
+        start, note = 0, ""
+        if stored is not None and config.resume:
+            start = min(stored, total)
+        elif stored is not None and not config.overwrite:
+            note = f"refused: a checkpoint at step {stored} exists; pass --resume or --overwrite"
+        elif stored is not None:
+            note = f"starts over its checkpoint at step {stored} (--overwrite)"
+        if name == "3":
+            note = "; ".join(filter(None, [note, "FR: " + _fr_source(run, config)]))
+        images = (total - start) * config.batch_size
+        epochs = None if name == "2" or not train_size else images / train_size
+        rows.append({"stage": name, "start": start, "total": total,
+                     "batch_size": config.batch_size, "images": images, "epochs": epochs,
+                     "note": note})
+    return rows
+
+
+def _fr_source(run, config) -> str:
+    if config.fr_weights is None and run.has_model("face_recognizer"):
+        return f"the run's trained {run.model_path('face_recognizer')}"
+    weights = config.fr_weights or "imagenet"
+    if weights == "imagenet":
+        return "InceptionResNetV2 with ImageNet weights (a download; untrained head)"
+    if weights == "none":
+        return "a random InceptionResNetV2 (smoke tests only)"
+    return f"InceptionResNetV2 with the weights in {weights}"
+
+
+def format_plan(config: TrainConfig, rows: list[dict]) -> str:
+    lines = [f"dry run of {config.run} on the {BACKEND} backend: nothing was trained or written",
+             "stage  steps               batch  images       epochs  notes"]
+    for row in rows:
+        steps = f"{row['start'] + 1}-{row['total']}" if row["start"] < row["total"] else "done"
+        epochs = "-" if row["epochs"] is None else f"{row['epochs']:.2f}"
+        lines.append(f"{row['stage']:<6} {steps:<19} {row['batch_size']:<6} "
+                     f"{row['images']:<12,} {epochs:<7} {row['note']}")
+    return "\n".join(lines)
+
+
 def train_face_recognizer_stage(config: TrainConfig, stage_name: str, dataset) -> dict:
     """``--stage fr``: distil FR from dlib's descriptors (see training/face_recognizer.py)."""
     from age_cgan.training.face_recognizer import train_face_recognizer
@@ -290,4 +351,5 @@ def _config_markdown(config: TrainConfig) -> str:
     return f"| setting | value |\n|---|---|\n{rows}"
 
 
-__all__ = ["NonFiniteLoss", "TrainingInterrupted", "resolve_config", "run_stage", "train"]
+__all__ = ["NonFiniteLoss", "TrainingInterrupted", "format_plan", "plan", "resolve_config",
+           "run_stage", "train"]
