@@ -8,7 +8,12 @@ from conftest import REPO
 NOTEBOOK = REPO / "notebooks" / "age_cgan_walkthrough.ipynb"
 
 
-def test_walkthrough_executes(tmp_path, tiny_faces):
+def test_walkthrough_executes(tmp_path, tiny_faces, monkeypatch):
+    import os
+
+    # the kernel imports this working tree's package, not whichever age_cgan is installed
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
