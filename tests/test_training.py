@@ -109,6 +109,22 @@ def test_ctrl_c_checkpoints_the_step_and_resume_continues_exactly(tmp_path, tiny
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-5), (step, key)
 
 
+def test_interrupt_handling_leaves_an_ignored_sigint_ignored():
+    """A job started with `&` by a script ignores SIGINT; training must not start hearing it."""
+    import signal
+
+    from age_cgan.training.loop import _deferred_interrupts
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _deferred_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_faces, monkeypatch):
     config = config_for(tmp_path / "run", tiny_faces, tmp_path / "cache", stage="1", steps=6)
     original = stages_module.Stage1.next_batch

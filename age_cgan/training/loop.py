@@ -44,8 +44,10 @@ def _deferred_interrupts():
     """Turn the first SIGINT/SIGTERM into a flag the loop reads between steps.
 
     A step is never cut in half (D updated, G not), so the loop can finish it, write an exact
-    checkpoint and stop. A second Ctrl-C interrupts at once. Outside the main thread (where
-    Python cannot install handlers) signals keep their usual behaviour.
+    checkpoint and stop. A second Ctrl-C interrupts at once. A signal the process was started
+    ignoring stays ignored (as for a job that a script started with `&`, which must not die
+    with the script's Ctrl-C); outside the main thread (where Python cannot install handlers)
+    signals keep their usual behaviour.
     """
     received = []
     if threading.current_thread() is not threading.main_thread():
@@ -59,7 +61,8 @@ def _deferred_interrupts():
         print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a "
               "checkpoint (Ctrl-C again to stop at once)", flush=True)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield received
     finally:
