@@ -21,7 +21,7 @@ import numpy as np
 from age_cgan.files import atomic_path
 
 #: Panel titles by the tag's middle part: ``stage1/loss/d`` -> "losses".
-GROUPS = {"loss": "losses", "d": "discriminator outputs", "fr": "face recogniser"}
+GROUPS = {"loss": "losses", "d": "discriminator outputs", "": "other scalars"}
 
 
 def read_metrics(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -57,9 +57,9 @@ def panels(run) -> list[tuple[str, dict]]:
         groups: dict[str, dict] = {}
         for tag, series in read_metrics(path).items():
             parts = tag.split("/")
-            if parts[0] == "perf" or len(parts) < 3:
+            if parts[0] == "perf":
                 continue
-            groups.setdefault(parts[1], {})[tag] = series
+            groups.setdefault(parts[1] if len(parts) > 2 else "", {})[tag] = series
         stage = folder.name.removeprefix("stage")
         for group, tags in groups.items():
             found.append((f"stage {stage}: {GROUPS.get(group, group)}", tags))
@@ -84,7 +84,7 @@ def plot_curves(run, out=None) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
     for ax, (title, tags) in zip(axes.flat, found):
         for tag, (steps, values) in sorted(tags.items()):
-            ax.plot(steps, values, label=tag.split("/", 2)[2], linewidth=1.2)
+            ax.plot(steps, values, label=tag.split("/")[-1], linewidth=1.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -23,11 +23,13 @@ def test_curves_keep_the_later_line_of_a_repeated_step_and_skip_perf(tmp_path):
         {"step": 30, "stage1/loss/d": 0.7, "stage1/loss/g": 2.2, "stage1/d/p_real": 0.6},
     ])
     write_lines(tmp_path / "stage2" / "metrics.jsonl", [
-        {"step": 5, "stage2/loss/latent": 12.0, "stage2/loss/zeros_baseline": 10.0}])
+        {"step": 5, "stage2/loss/latent": 12.0, "stage2/loss/zeros_baseline": 10.0,
+         "stage2/pixel_mse": 0.3}])
     steps, values = read_metrics(tmp_path / "stage1" / "metrics.jsonl")["stage1/loss/d"]
     assert steps.tolist() == [10, 20, 30] and values.tolist() == [1.0, 0.8, 0.7]
     titles = [title for title, _ in panels(tmp_path)]
-    assert titles == ["stage 1: losses", "stage 1: discriminator outputs", "stage 2: losses"]
+    assert titles == ["stage 1: losses", "stage 1: discriminator outputs", "stage 2: losses",
+                      "stage 2: other scalars"]
     assert all(not tag.startswith("perf/") for _, tags in panels(tmp_path) for tag in tags)
     out = plot_curves(tmp_path)
     assert out == tmp_path / "curves.png" and Image.open(out).size[0] > 400
