@@ -21,7 +21,8 @@ from age_cgan.runs import RunFolder, RunFolderError, load_dataset_for_run
 from age_cgan.training.bridge import BACKEND, Step
 from age_cgan.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from age_cgan.training.logging import StageLogger
-from age_cgan.training.stages import STAGE_CLASSES, missing_models
+from age_cgan.training.stages import (RUN_FR, STAGE_CLASSES, face_recognizer_weights,
+                                      missing_models)
 
 
 MAKES = {"1": ("generator", "discriminator"), "2": ("encoder",), "3": (), "fr": ("face_recognizer",)}
@@ -100,17 +101,24 @@ def load_data(config: TrainConfig):
     return dataset
 
 
-def train(config: TrainConfig) -> dict:
-    """Run ``config.stage`` (or all stages) and return the last scalar window of each stage."""
+def _prepare(config: TrainConfig):
+    """What ``train`` and ``plan`` check and load first: (the config with the run folder's
+    settings, the run folder, the stages in order, the data or None when no stage needs it)."""
     config = resolve_config(config)
     run = RunFolder(config.run)
     stages = STAGES if config.stage == "all" else (config.stage,)
     _check_ready(run, stages, config)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     dataset = None
     if any(s == "fr" or STAGE_CLASSES[s].needs_data for s in stages):
         dataset = load_data(config)
+    return config, run, stages, dataset
+
+
+def train(config: TrainConfig) -> dict:
+    """Run ``config.stage`` (or all stages) and return the last scalar window of each stage."""
+    config, run, stages, dataset = _prepare(config)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     run.path.mkdir(parents=True, exist_ok=True)
     stored = run.read_config() if run.config_path.is_file() else {}
     run.write_config({**stored, **{k: v for k, v in config.to_dict().items()}, "backend": BACKEND})
@@ -129,20 +137,12 @@ def plan(config: TrainConfig) -> list[dict]:
     images and epochs that means, and what stops it (a checkpoint without --resume or
     --overwrite). The data is decoded (and cached) as for training, so a bad path fails here.
     """
-    from age_cgan.training.face_recognizer import STAGE as FR_STAGE
-
-    config = resolve_config(config)
-    run = RunFolder(config.run)
-    stages = STAGES if config.stage == "all" else (config.stage,)
-    _check_ready(run, stages, config)
-    needs_data = any(s == "fr" or STAGE_CLASSES[s].needs_data for s in stages)
-    dataset = load_data(config) if needs_data else None
+    config, run, stages, dataset = _prepare(config)
     train_size = None if dataset is None else len(dataset.train())
     rows = []
     for name in stages:
         total = config.total_steps(name, train_size)
-        stored = checkpoint_step(run.stage_dir(FR_STAGE if name == "fr" else name)
-                                 / "checkpoint.npz")
+        stored = checkpoint_step(run.stage_dir(name) / "checkpoint.npz")
         start, note = 0, ""
         if stored is not None and config.resume:
             start = min(stored, total)
@@ -161,9 +161,9 @@ def plan(config: TrainConfig) -> list[dict]:
 
 
 def _fr_source(run, config) -> str:
-    if config.fr_weights is None and run.has_model("face_recognizer"):
+    weights = face_recognizer_weights(run, config)
+    if weights == RUN_FR:
         return f"the run's trained {run.model_path('face_recognizer')}"
-    weights = config.fr_weights or "imagenet"
     if weights == "imagenet":
         return "InceptionResNetV2 with ImageNet weights (a download; untrained head)"
     if weights == "none":

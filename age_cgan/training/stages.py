@@ -264,16 +264,27 @@ def reconstruction_grid(stage, faces):
     return labelled_grid(rows.reshape(-1, *faces.shape[1:]), len(faces), len(labels), labels)
 
 
+#: ``face_recognizer_weights``' answer for the run's own trained FR (not a possible file name).
+RUN_FR = "<the run's models/face_recognizer.keras>"
+
+
+def face_recognizer_weights(run: RunFolder, config) -> str:
+    """Which FR stage 3 uses: ``RUN_FR`` (the run's trained one), "imagenet", "none" or a
+    weights file's path."""
+    if config.fr_weights is None and run.has_model("face_recognizer"):
+        return RUN_FR
+    return "imagenet" if config.fr_weights is None else config.fr_weights
+
+
 def load_face_recognizer(run: RunFolder, config):
     """The run's trained FR (models/face_recognizer.keras) unless --fr-weights says otherwise.
 
     ``fr_weights`` None picks the run's trained FR when present, else "imagenet" (the book's
     choice, which needs a download); "none" is a random backbone (only for smoke tests).
     """
-    weights = config.fr_weights
-    if weights is None and run.has_model("face_recognizer"):
+    weights = face_recognizer_weights(run, config)
+    if weights == RUN_FR:
         return run.load_model("face_recognizer")
-    weights = "imagenet" if weights is None else weights
     return networks.build_face_recognizer(
         config.image_size,
         weights=None if weights == "none" else weights,
