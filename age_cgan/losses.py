@@ -60,5 +60,6 @@ def pixel_loss_per_sample(image_a, image_b):
 
 
 def pixel_loss(image_a, image_b):
-    """z*_pixel (paper): mean squared pixel difference between images in [-1, 1]."""
-    return ops.mean(ops.square(ops.cast(image_a, "float32") - ops.cast(image_b, "float32")))
+    """z*_pixel (paper): mean squared pixel difference between images in [-1, 1] (every sample
+    has as many pixels, so the batch mean of ``pixel_loss_per_sample`` is the overall mean)."""
+    return ops.mean(pixel_loss_per_sample(image_a, image_b))

@@ -117,8 +117,7 @@ def _export(args, settings) -> int:
 def _dataset(args):
     if not args.data:
         return None
-    from age_cgan.runs import load_dataset_for_run
-    from age_cgan.runs import RunFolder
+    from age_cgan.runs import RunFolder, load_dataset_for_run
 
     return load_dataset_for_run(RunFolder(args.run).read_config(), args.data, args.progress)
 
