@@ -42,6 +42,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: What the device tool carries in all (tree, wheels, data).
 CARRY_LIMIT = 64 * 2**20
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # age_cgan, for packing (unpacking needs numpy only)
 
 
 def _image_folder(source: Path) -> Path:
@@ -97,11 +98,10 @@ def pack(source, out, limit: int | None = None, seed: int = 0,
                                "found": int(found.sum()),
                                "max_rounding": float(np.abs(
                                    arrays["descriptors"].astype(np.float32) - values).max())}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as handle:
+    from age_cgan.files import atomic_path  # here: unpacking (on the GPU machine) is numpy only
+
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, meta=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(out)
     meta.update(out=str(out), packed_bytes=out.stat().st_size,
                 seconds=round(time.perf_counter() - started, 2))
     return meta
@@ -140,7 +140,6 @@ def unpack(pack_path, dest) -> dict:
 
 def crop_photo(photo, out_dir, size: int) -> Path | None:
     """The photo's largest face cropped like the training faces (needs dlib, here)."""
-    sys.path.insert(0, str(REPO))
     try:
         from age_cgan.faces import find_faces
         from age_cgan.visualize import save_png
