@@ -174,7 +174,8 @@ class AgingModels:
                     "is meaningless with it; prefer --optimize pixel", stacklevel=2)
                 self._face_recognizer = build_face_recognizer(
                     self.image_size, weights=None if weights in (None, "none") else weights,
-                    input_size=self.config.get("fr_input_size", 160))
+                    input_size=self.config.get("fr_input_size", 160),
+                    arch=self.config.get("arch", "tutorial"))
         return self._face_recognizer
 
     # --- forward passes -----------------------------------------------------------------------

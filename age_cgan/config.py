@@ -20,6 +20,7 @@ class TrainConfig:
     stage: str = "1"  # "1", "2", "3", "all" (1, 2, 3) or "fr" (the face recogniser)
 
     # --- the networks (a run keeps the values of its first stage) ---
+    arch: str = "tutorial"  # the book's networks; "lite": CPU-sized (networks.ARCHITECTURES)
     image_size: int = 64  # tutorial
     z_dim: int = 100  # paper / tutorial
     age_bins: str = DEFAULT_SPEC  # paper's six categories
@@ -42,6 +43,8 @@ class TrainConfig:
     beta1_identity: float = 0.5  # book stage 3
     lr_fr: float = 1e-3  # FR distillation: Keras Adam default (the book never trains FR)
     finetune_generator: bool = False  # stage 3 also trains G (then D's term keeps G realistic)
+    mismatch_weight: float = 0.0  # ours: D also learns real faces with a wrong age as fakes
+    #   (the matching-aware discriminator of Reed et al. 2016), so G must show the asked age
     adversarial_weight: float = 0.1  # ours: D's term in G's stage-3 loss, next to identity
     mixed_precision: bool = False  # mixed_bfloat16 (useful on GPUs; off on CPU)
 
@@ -62,6 +65,10 @@ class TrainConfig:
             raise ValueError("--batch-size must be at least 1")
         if self.steps is not None and self.steps < 1:
             raise ValueError("--steps must be at least 1")
+        if self.arch not in ("tutorial", "lite"):
+            raise ValueError(f"--arch must be tutorial or lite, got {self.arch!r}")
+        if self.mismatch_weight < 0:
+            raise ValueError("--mismatch-weight must be at least 0")
         if self.image_size % 16:
             raise ValueError("--image-size must be a multiple of 16 (four stride-2 blocks)")
 
@@ -83,4 +90,4 @@ class TrainConfig:
 
 
 #: The keys a run folder's config.json fixes for the networks; later stages must agree.
-NETWORK_KEYS = ("image_size", "z_dim", "age_bins", "fr_input_size")
+NETWORK_KEYS = ("arch", "image_size", "z_dim", "age_bins", "fr_input_size")

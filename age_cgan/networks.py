@@ -73,14 +73,47 @@ def _conv_block(x, filters, kernel, strides, batch_norm, name, momentum=0.99):
     return layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu")(x)
 
 
-def build_encoder(image_size: int = IMAGE_SIZE, z_dim: int = Z_DIM) -> keras.Model:
+#: Width and depth of each network per architecture. "tutorial" is the book's (the default of
+#: train.py, with the reference parameter counts above); "lite" is sized for a 2-core CPU: a 4x4
+#: generator base with three 3x3 blocks that each see the age again (conditioning the CPU-sized
+#: generator can not learn to ignore), an encoder without the 4096-unit layer, a discriminator of
+#: half the width, and a small CNN face recogniser on the 64 px face instead of InceptionResNetV2
+#: at 160 px. Encoder + generator: about 2.6M parameters (the tutorial's: 53M).
+ARCHITECTURES = {
+    "tutorial": {
+        "encoder": {"filters": (32, 64, 128, 256), "kernel": 5, "fc_units": 4096},
+        "generator": {"base_filters": 256, "filters": (128, 64), "kernel": 5, "fc_units": 2048,
+                      "age_every_block": False, "transpose": False},
+        "discriminator": {"filters": (64, 128, 256, 512)},
+        "face_recognizer": {"backbone": "inception_resnet_v2"},
+    },
+    "lite": {
+        "encoder": {"filters": (32, 64, 128, 256), "kernel": 5, "fc_units": 512},
+        "generator": {"base_filters": 256, "filters": (128, 64, 32), "kernel": 4,
+                      "fc_units": None, "age_every_block": True, "transpose": True},
+        "discriminator": {"filters": (32, 64, 128, 256)},
+        "face_recognizer": {"backbone": "small"},
+    },
+}
+
+
+def architecture(arch: str, network: str) -> dict:
+    """The builder arguments of ``network`` in architecture ``arch`` (see ARCHITECTURES)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    return dict(ARCHITECTURES[arch][network])
+
+
+def build_encoder(image_size: int = IMAGE_SIZE, z_dim: int = Z_DIM, arch: str = "tutorial",
+                  ) -> keras.Model:
     """Encoder E: face (B, S, S, 3) in [-1, 1] -> latent z (B, z_dim), no activation."""
+    spec = architecture(arch, "encoder")
     image = keras.Input((image_size, image_size, 3), name="image")
     x = image
-    for i, filters in enumerate((32, 64, 128, 256)):  # (S/2 .. S/16) x (32 .. 256)
-        x = _conv_block(x, filters, 5, 2, batch_norm=i > 0, name=f"block{i + 1}")
+    for i, filters in enumerate(spec["filters"]):  # (S/2 .. S/16) x (32 .. 256)
+        x = _conv_block(x, filters, spec["kernel"], 2, batch_norm=i > 0, name=f"block{i + 1}")
     x = layers.Flatten(name="flatten")(x)  # (S/16)^2 * 256
-    x = layers.Dense(4096, name="fc")(x)
+    x = layers.Dense(spec["fc_units"], name="fc")(x)
     x = layers.BatchNormalization(name="fc_bn")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name="fc_lrelu")(x)
     z = layers.Dense(z_dim, name="z")(x)
@@ -88,46 +121,79 @@ def build_encoder(image_size: int = IMAGE_SIZE, z_dim: int = Z_DIM) -> keras.Mod
 
 
 def build_generator(
-    z_dim: int = Z_DIM, num_ages: int = NUM_AGES, image_size: int = IMAGE_SIZE, dropout: float = 0.2
+    z_dim: int = Z_DIM, num_ages: int = NUM_AGES, image_size: int = IMAGE_SIZE, dropout: float = 0.2,
+    arch: str = "tutorial",
 ) -> keras.Model:
-    """Generator G: (z (B, z_dim), age one-hot (B, num_ages)) -> face (B, S, S, 3) in [-1, 1]."""
-    if image_size % 8:
-        raise ValueError(f"image_size must be a multiple of 8, got {image_size}")
-    base = image_size // 8
+    """Generator G: (z (B, z_dim), age one-hot (B, num_ages)) -> face (B, S, S, 3) in [-1, 1].
+
+    A dense projection to (S / 2^(n+1), S / 2^(n+1), base_filters), then n upsample + conv
+    blocks and a last upsample + conv to RGB (tutorial: n = 2, base S/8; lite: n = 3, base S/16,
+    the age tiled into every block's input).
+    """
+    spec = architecture(arch, "generator")
+    factor = 2 ** (len(spec["filters"]) + 1)
+    if image_size % factor:
+        raise ValueError(f"image_size must be a multiple of {factor}, got {image_size}")
+    base = image_size // factor
     z = keras.Input((z_dim,), name="z")
     age = keras.Input((num_ages,), name="age")
     x = layers.Concatenate(name="z_age")([z, age])
-    x = layers.Dense(2048, name="fc1")(x)
-    x = layers.LeakyReLU(negative_slope=0.2, name="fc1_lrelu")(x)
-    x = layers.Dropout(dropout, name="fc1_dropout")(x)
-    x = layers.Dense(256 * base * base, name="fc2")(x)
+    if spec["fc_units"]:
+        x = layers.Dense(spec["fc_units"], name="fc1")(x)
+        x = layers.LeakyReLU(negative_slope=0.2, name="fc1_lrelu")(x)
+        x = layers.Dropout(dropout, name="fc1_dropout")(x)
+    x = layers.Dense(spec["base_filters"] * base * base, name="fc2")(x)
     x = layers.BatchNormalization(name="fc2_bn")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name="fc2_lrelu")(x)
     x = layers.Dropout(dropout, name="fc2_dropout")(x)
-    x = layers.Reshape((base, base, 256), name="reshape")(x)  # (S/8, S/8, 256)
-    for i, filters in enumerate((128, 64)):  # (S/4, S/4, 128) then (S/2, S/2, 64)
-        x = layers.UpSampling2D(2, name=f"up{i + 1}")(x)
-        x = _conv_block(x, filters, 5, 1, batch_norm=True, name=f"block{i + 1}", momentum=0.8)
-    x = layers.UpSampling2D(2, name="up3")(x)  # (S, S, 64)
-    x = layers.Conv2D(3, 5, padding="same", name="to_rgb")(x)
+    x = layers.Reshape((base, base, spec["base_filters"]), name="reshape")(x)
+    kernel = spec["kernel"]
+    for i, filters in enumerate(spec["filters"]):  # each block doubles the side
+        if spec["age_every_block"]:
+            x = TileAge(name=f"tile_age{i + 1}")([x, age])
+        if spec["transpose"]:  # a strided transposed convolution: no upsampled copy to convolve
+            x = layers.Conv2DTranspose(filters, kernel, 2, padding="same", name=f"block{i + 1}_conv")(x)
+            x = layers.BatchNormalization(momentum=0.8, name=f"block{i + 1}_bn")(x)
+            x = layers.LeakyReLU(negative_slope=0.2, name=f"block{i + 1}_lrelu")(x)
+        else:
+            x = layers.UpSampling2D(2, name=f"up{i + 1}")(x)
+            x = _conv_block(x, filters, kernel, 1, batch_norm=True, name=f"block{i + 1}",
+                            momentum=0.8)
+    if spec["transpose"]:  # (S, S, 3)
+        x = layers.Conv2DTranspose(3, kernel, 2, padding="same", name="to_rgb")(x)
+    else:
+        x = layers.UpSampling2D(2, name=f"up{len(spec['filters']) + 1}")(x)  # (S, S, last)
+        x = layers.Conv2D(3, kernel, padding="same", name="to_rgb")(x)
     image = layers.Activation("tanh", dtype="float32", name="image")(x)
     return keras.Model([z, age], image, name="generator")
 
 
-def build_discriminator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES) -> keras.Model:
+def build_discriminator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
+                        arch: str = "tutorial") -> keras.Model:
     """Discriminator D: (image (B, S, S, 3), age one-hot (B, A)) -> P(real pair) (B, 1).
 
     The age is tiled over the first convolution's output (S/2 x S/2) and concatenated there.
     """
+    first, *rest = architecture(arch, "discriminator")["filters"]
     image = keras.Input((image_size, image_size, 3), name="image")
     age = keras.Input((num_ages,), name="age")
-    x = _conv_block(image, 64, 3, 2, batch_norm=False, name="block1")  # (S/2, S/2, 64)
-    x = TileAge(name="tile_age")([x, age])  # (S/2, S/2, 64 + A)
-    for i, filters in enumerate((128, 256, 512)):  # down to (S/16, S/16, 512)
+    x = _conv_block(image, first, 3, 2, batch_norm=False, name="block1")  # (S/2, S/2, first)
+    x = TileAge(name="tile_age")([x, age])  # (S/2, S/2, first + A)
+    for i, filters in enumerate(rest):  # down to (S/16, S/16, last)
         x = _conv_block(x, filters, 3, 2, batch_norm=True, name=f"block{i + 2}")
     x = layers.Flatten(name="flatten")(x)
     p = layers.Dense(1, activation="sigmoid", dtype="float32", name="p_real")(x)
     return keras.Model([image, age], p, name="discriminator")
+
+
+def _small_face_backbone(face):
+    """The lite FR's backbone on the face itself: four stages of two 3x3 convolutions (the
+    second with stride 2), 64 px -> (4, 4, 256) -> flattened (4096)."""
+    x = face
+    for i, filters in enumerate((32, 64, 128, 256)):
+        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"fr{i + 1}a")
+        x = _conv_block(x, filters, 3, 2, batch_norm=True, name=f"fr{i + 1}b")
+    return layers.Flatten(name="flatten")(x)
 
 
 def build_face_recognizer(
@@ -135,14 +201,24 @@ def build_face_recognizer(
     weights: str | None = None,
     input_size: int = FR_INPUT_SIZE,
     embedding_dim: int = EMBEDDING_DIM,
+    arch: str = "tutorial",
 ) -> keras.Model:
     """Face recogniser FR: face (B, S, S, 3) in [-1, 1] -> unit-norm embedding (B, 128).
 
     InceptionResNetV2 (no top, average pooling) on the face resized in-model to
     ``input_size``; its expected input range is [-1, 1], which our faces already have.
     ``weights``: "imagenet" (downloaded by Keras), None (random), or a path to a local
-    InceptionResNetV2 no-top weights file (.h5 / .weights.h5).
+    InceptionResNetV2 no-top weights file (.h5 / .weights.h5). ``arch="lite"`` replaces the
+    backbone by a small CNN on the face itself (no input resize; ``weights`` must be None).
     """
+    if architecture(arch, "face_recognizer")["backbone"] == "small":
+        if weights not in (None, "none"):
+            raise ValueError(f"the lite face recogniser has no pretrained backbone (weights="
+                             f"{weights!r}): it is trained from scratch by the FR stage")
+        face = keras.Input((image_size, image_size, 3), name="image")
+        x = layers.Dense(embedding_dim, name="embedding")(_small_face_backbone(face))
+        embedding = L2Normalize(dtype="float32", name="l2_normalize")(x)
+        return keras.Model(face, embedding, name="face_recognizer")
     backbone_weights = "imagenet" if weights == "imagenet" else None
     try:
         backbone = keras.applications.InceptionResNetV2(

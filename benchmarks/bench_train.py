@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py --data ../shared/data/utkface64 --batch-size 32 --steps 8
     KERAS_BACKEND=jax python benchmarks/bench_train.py ... --mixed-precision   # on a GPU
+    python benchmarks/bench_train.py ... --stages 1 --arch both   # tutorial and lite side by side
 
 The bare step calls the compiled step on one pre-made batch; the loop is ``run_stage`` as
 train.py runs it (fresh batches from the sampler, progress bar, scalar windows; sample grids and
@@ -53,15 +54,24 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=8, help="timed steps (after 2 warm-up steps)")
     p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--arch", default="tutorial", help="tutorial, lite, or both (side by side)")
+    p.add_argument("--mismatch-weight", type=float, default=0.0)
     p.add_argument("--fr-input-size", type=int, default=160)
     args = p.parse_args(argv)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    archs = ("tutorial", "lite") if args.arch == "both" else (args.arch,)
+    for arch in archs:
+        bench_arch(args, arch)
+
+
+def bench_arch(args, arch):
     with tempfile.TemporaryDirectory() as folder:
         config = TrainConfig(
             run=folder, data=args.data, batch_size=args.batch_size, steps=args.steps + 2,
             log_every=1, fr_weights="none", fr_input_size=args.fr_input_size, progress=False,
-            mixed_precision=args.mixed_precision,
+            mixed_precision=args.mixed_precision, arch=arch,
+            mismatch_weight=args.mismatch_weight,
         )
         dataset = load_data(config)
         for stage_name in args.stages:
@@ -74,8 +84,9 @@ def main(argv=None):
             loop = loop_step_seconds(stage_config, stage_name)
             bare = bare_step_seconds(stage_config, stage_name, dataset, args.steps)
             print(json.dumps({
-                "stage": stage_name, "backend": BACKEND, "batch_size": args.batch_size,
-                "mixed_precision": args.mixed_precision,
+                "stage": stage_name, "arch": arch, "backend": BACKEND,
+                "batch_size": args.batch_size, "mixed_precision": args.mixed_precision,
+                "mismatch_weight": args.mismatch_weight,
                 "bare_images_per_sec": round(args.batch_size / bare, 2),
                 "loop_images_per_sec": round(args.batch_size / loop, 2),
                 "loop_overhead_pct": round(100 * (loop / bare - 1), 1),

@@ -23,6 +23,11 @@ def parser() -> argparse.ArgumentParser:
                    help="what to train (default: 1); fr distils the face recogniser from dlib's "
                    "descriptors (dlib_descriptors.npz beside the faces), which stage 3 and "
                    "infer.py then use")
+    p.add_argument("--recipe", choices=["lite"],
+                   help="train a whole model by a fixed recipe instead of one --stage: lite = "
+                   "the shipped CPU model (--arch lite; stages 1, 2, fr, 3; ~75 min on 2 CPU "
+                   "cores). With --dry-run it prints the plan and the expected time; cut off, "
+                   "continue it with the same command and --resume")
     p.add_argument("--data", help="UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age "
                    "(stages 1 and 3; later stages reuse the run's)")
     p.add_argument("--run", default=DEFAULTS.run, help="run folder for config, TensorBoard "
@@ -35,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
                         "stage 2 draws 100k synthetic pairs as in the paper)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help=f"faces per step (default: {DEFAULTS.batch_size}, the book's)")
+    p.add_argument("--arch", default=DEFAULTS.arch, choices=["tutorial", "lite"],
+                   help="network sizes: tutorial = the book's (default), lite = sized for a "
+                   "CPU (a run keeps the architecture of its first stage)")
+    p.add_argument("--mismatch-weight", type=float, default=DEFAULTS.mismatch_weight,
+                   help="stage 1: weight of D's term that calls a real face with a wrong age "
+                   f"fake, which makes G show the asked age (default: {DEFAULTS.mismatch_weight})")
     p.add_argument("--age-bins", default=DEFAULTS.age_bins,
                    help="age categories, e.g. '20-30,40-50' (default: the paper's six)")
     p.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
@@ -91,7 +102,16 @@ def main(argv=None) -> int:
                                        plan, train)
 
     try:
-        if args.dry_run:
+        if args.recipe:
+            from age_cgan.training.recipe import format_recipe_plan, run_recipe
+
+            if args.dry_run:
+                print(format_recipe_plan(args.recipe, config))
+            else:
+                record = run_recipe(args.recipe, config)
+                print(f"recipe {args.recipe} done in {record['total_wall_seconds'] / 60:.1f} "
+                      f"minutes (wall time per stage in {config.run}/recipe.json)")
+        elif args.dry_run:
             print(format_plan(config, plan(config)))
         else:
             train(config)

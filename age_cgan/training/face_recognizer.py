@@ -419,7 +419,8 @@ def train_face_recognizer(
     freeze = (weights is not None) if freeze_backbone is None else bool(freeze_backbone)
     keras.utils.set_random_seed(seed)
     if model is None:
-        model = networks.build_face_recognizer(dataset.image_size, weights, input_size)
+        model = networks.build_face_recognizer(dataset.image_size, weights, input_size,
+                                               arch=config.get("arch", "tutorial"))
     if freeze:
         _freeze(model, train_backbone_layers)
     optimizer = keras.optimizers.Adam(learning_rate, name="adam_face_recognizer")

@@ -106,13 +106,16 @@ class Stage1(Stage):
     def build(self):
         c = self.config
         models = {
-            "generator": networks.build_generator(c.z_dim, self.num_ages, c.image_size),
-            "discriminator": networks.build_discriminator(c.image_size, self.num_ages),
+            "generator": networks.build_generator(c.z_dim, self.num_ages, c.image_size,
+                                                  arch=c.arch),
+            "discriminator": networks.build_discriminator(c.image_size, self.num_ages, c.arch),
         }
         optimizers = {
             name: self.adam(c.lr_gan, c.beta1_gan, name=f"adam_{name}") for name in models
         }
-        return models, optimizers, [Update("discriminator", d_step), Update("generator", g_step)]
+        mismatch = float(c.mismatch_weight)
+        d_update = (lambda f, b: d_step(f, b, mismatch)) if mismatch else d_step
+        return models, optimizers, [Update("discriminator", d_update), Update("generator", g_step)]
 
     def make_fixed(self):
         return {"grid_z": self.normal(self.config.grid_rows)}
@@ -122,6 +125,10 @@ class Stage1(Stage):
         n = self.config.batch_size
         # D's fakes carry the real batch's ages; G trains on uniformly random ages (book).
         batch.update(z_d=self.normal(n), z_g=self.normal(n), age_g=self.random_ages(n))
+        if self.config.mismatch_weight:  # every real face with another age than its own
+            own = np.argmax(batch["age"], axis=1)
+            batch["age_wrong"] = self.bins.one_hot(
+                (own + self.rng.integers(1, self.num_ages, n)) % self.num_ages)
         return batch
 
     def samples(self):
@@ -130,16 +137,20 @@ class Stage1(Stage):
         return {"stage1/samples_by_age": grid}
 
 
-def d_step(f, batch):
+def d_step(f, batch, mismatch_weight=0.0):
     fake = f("generator", [batch["z_d"], batch["age"]], training=True)
     p_real = f("discriminator", [batch["image"], batch["age"]], training=True)
     p_fake = f("discriminator", [fake, batch["age"]], training=True)
     loss = losses.discriminator_loss(p_real, p_fake)
-    return loss, {
-        "stage1/loss/d": loss,
+    scalars = {
         "stage1/d/p_real": keras.ops.mean(p_real),
         "stage1/d/p_fake": keras.ops.mean(p_fake),
     }
+    if mismatch_weight:  # a real face paired with a wrong age is not a real pair
+        p_wrong = f("discriminator", [batch["image"], batch["age_wrong"]], training=True)
+        loss = loss + mismatch_weight * losses.bce(p_wrong, losses.FAKE_LABEL)
+        scalars["stage1/d/p_wrong_age"] = keras.ops.mean(p_wrong)
+    return loss, {"stage1/loss/d": loss, **scalars}
 
 
 def g_step(f, batch):
@@ -159,7 +170,7 @@ class Stage2(Stage):
         c = self.config
         models = {
             "generator": self.load("generator"),
-            "encoder": networks.build_encoder(c.image_size, c.z_dim),
+            "encoder": networks.build_encoder(c.image_size, c.z_dim, c.arch),
         }
         optimizers = {"encoder": self.adam(c.lr_encoder, name="adam_encoder")}
         return models, optimizers, [Update("encoder", encoder_step)]
@@ -289,6 +300,7 @@ def load_face_recognizer(run: RunFolder, config):
         config.image_size,
         weights=None if weights == "none" else weights,
         input_size=config.fr_input_size,
+        arch=config.arch,
     )
 
 

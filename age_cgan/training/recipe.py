@@ -1,0 +1,86 @@
+"""Recipes: a whole model trained by one command, stage by stage, resumable.
+
+``lite`` is the model shipped in ``age_cgan/pretrained/``: the CPU-sized networks
+(``networks.ARCHITECTURES["lite"]``) trained on UTKFace at 64 px on a 2-core CPU, all stages in
+about 75 minutes (budget: 150). Each stage runs as ``train.py --stage N`` would, with the steps
+and settings below; ``resume=True`` continues a stage from its checkpoint and passes over a
+finished one, so a recipe cut off at any point is continued by the same command with
+``--resume``. Wall time per stage and in all goes to ``RUN/recipe.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from age_cgan.config import TrainConfig
+from age_cgan.runs import RunFolder, write_json_atomic
+
+#: Seconds per step of each lite stage at batch 64, measured on the 2-core development CPU
+#: with TensorFlow (the faster backend there); the dry run's time estimate comes from these.
+LITE_SECONDS_PER_STEP = {"1": 0.30, "2": 0.08, "fr": 0.16, "3": 0.22}
+
+RECIPES = {
+    "lite": {
+        "common": {"arch": "lite", "batch_size": 64, "mismatch_weight": 1.0,
+                   "checkpoint_every": 500, "sample_every": 500, "log_every": 50},
+        # (stage, its own settings); stage 1 ~32 epochs of UTKFace's 20k training faces.
+        "stages": [("1", {"steps": 10000}),
+                   ("2", {"steps": 3000}),  # 192k fresh (z, y) pairs (paper: 100k)
+                   ("fr", {"steps": 3000}),  # ~9.5 epochs of dlib distillation
+                   ("3", {"steps": 1000})],  # ~3 epochs of identity fine-tuning
+        "seconds_per_step": LITE_SECONDS_PER_STEP,
+    },
+}
+
+
+def stage_configs(name: str, base: TrainConfig) -> list[TrainConfig]:
+    """The config of each stage of recipe ``name``, from ``base`` (run, data, resume, ...)."""
+    recipe = RECIPES[name]
+    common = base.replace(**recipe["common"])
+    return [common.replace(stage=stage, **settings) for stage, settings in recipe["stages"]]
+
+
+def expected_seconds(name: str, configs) -> dict:
+    """Stage -> expected seconds on the development CPU (from the measured seconds per step)."""
+    per_step = RECIPES[name]["seconds_per_step"]
+    return {c.stage: c.steps * per_step[c.stage] for c in configs}
+
+
+def format_recipe_plan(name: str, base: TrainConfig) -> str:
+    """The dry run: each stage's plan (as ``train.py --dry-run`` prints it) and expected time."""
+    from age_cgan.training.loop import format_plan, plan
+
+    configs = stage_configs(name, base)
+    expected = expected_seconds(name, configs)
+    lines = [f"recipe {name}: {len(configs)} stages in {base.run}; expected "
+             f"{sum(expected.values()) / 60:.0f} minutes on a 2-core CPU (TensorFlow)"]
+    for config in configs:
+        settings = {k: v for k, v in dataclasses.asdict(config).items()
+                    if v != getattr(TrainConfig(), k) and k not in ("run", "data", "stage")}
+        lines.append(f"\nstage {config.stage}: ~{expected[config.stage] / 60:.0f} min; "
+                     + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
+        if config.stage in ("1", "fr"):  # later stages need the models these write
+            lines.append(format_plan(config, plan(config)))
+    return "\n".join(lines)
+
+
+def run_recipe(name: str, base: TrainConfig) -> dict:
+    """Train every stage of recipe ``name`` in order; returns the wall-time record."""
+    from age_cgan.training.loop import train
+
+    run = RunFolder(base.run)
+    record_path = run.path / "recipe.json"
+    record = json.loads(record_path.read_text()) if base.resume and record_path.is_file() else {}
+    record.update(recipe=name, stages=record.get("stages", {}))
+    for config in stage_configs(name, base):
+        started = time.time()
+        train(config)
+        seconds = time.time() - started
+        stage = record["stages"].setdefault(config.stage, {"wall_seconds": 0.0})
+        stage["wall_seconds"] += seconds  # a resumed stage adds its calls' times
+        stage["steps"] = config.steps
+        record["total_wall_seconds"] = sum(s["wall_seconds"] for s in record["stages"].values())
+        write_json_atomic(record_path, record)
+    return record
