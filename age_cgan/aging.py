@@ -21,6 +21,14 @@ the person's own age is what the paper does and what carries over to the other a
 
 Adam on z (numpy, a few lines) takes ``steps`` updates; the z with the lowest loss is kept.
 
+Per-photo methods beyond the paper's (design decision 12): the latents above are only as good
+as G's knowledge of the person, and a CPU-trained G reconstructs a stranger (z0 same-person
+~5%, see shared measurements). ``difference`` keeps the photo and adds what G changes between
+ages at the photo's pivot: x + s * (G(z*, y) - G(z*, y_src)) with z* = z*_pixel, so the person
+comes from the photo and the aging from G. On a greyscale photo the difference is added to
+its luminance only (a colour G would otherwise tint it). ``METHODS`` lists every method by
+name; ``AgingModels.age_faces`` runs any of them on a batch.
+
 A batch of faces is optimised at once (``optimize_latents``): each face's loss depends on its own
 z only (the networks run in inference mode, so BatchNorm uses its stored statistics), so the
 gradient of the sum of the per-face losses with respect to z_i is face i's own gradient, and
@@ -47,11 +55,21 @@ from age_cgan.networks import build_face_recognizer
 from age_cgan.runs import RunFolder, RunFolderError
 from age_cgan.training.bridge import read_values, value_and_grad
 
-OPTIMIZE_MODES = ("none", "pixel", "identity")
+OPTIMIZE_MODES = ("none", "pixel", "identity", "difference")
+#: Every per-photo method by name (``none`` is z0 = E(x)); evaluation and the app list these.
+METHODS = OPTIMIZE_MODES
+#: What each method's name means in tables and pages.
+METHOD_TITLES = {"none": "z0 = E(x)", "pixel": "z*_pixel", "identity": "z*_IP",
+                 "difference": "photo + G's age difference"}
 #: Adam updates per face. Identity: ~0.43 s a step on the shared 2-core CPU (G, then FR =
 #: InceptionResNetV2 at 160 px, forward and back), so 50 steps take ~22 s, inside the < 30 s
-#: target; a pixel step (G only) takes ~80 ms. See benchmarks/bench_infer.py.
-DEFAULT_STEPS = {"none": 0, "pixel": 100, "identity": 50}
+#: target; a pixel step (G only) takes ~80 ms. See benchmarks/bench_infer.py. ``difference``
+#: optimises its pivot as ``pixel`` does.
+DEFAULT_STEPS = {"none": 0, "pixel": 100, "identity": 50, "difference": 100}
+#: The latent each method optimises (``difference`` adds G's change at its z*_pixel pivot).
+LATENT_MODE = {"none": "none", "pixel": "pixel", "identity": "identity", "difference": "pixel"}
+#: How much of G's age difference ``difference`` adds to the photo.
+DEFAULT_STRENGTH = 1.0
 #: Adam moves each coordinate of z (~N(0, 1)) by at most about this much a step.
 LEARNING_RATE = 0.02
 REQUIRED_CONFIG = ("image_size", "z_dim", "age_bins")
@@ -309,14 +327,79 @@ class AgingModels:
                                            mode, steps, learning_rate, progress)
         return z[0], [float(v) for v in history[:, 0]]
 
+    # --- any per-photo method on a batch --------------------------------------------------------
+    def latents(self, faces: np.ndarray, sources, method: str, steps: int | None = None,
+                learning_rate: float = LEARNING_RATE, progress: bool = True,
+                batch_size: int | None = None, z0: np.ndarray | None = None):
+        """The latent ``method`` uses for each uint8 face (B, S, S, 3) at its source category
+        (B,): (z (B, z_dim), z0 (B, z_dim), the optimisation's losses (steps + 1, B))."""
+        _check_method(method)
+        z0 = self.encode(faces) if z0 is None else np.asarray(z0, np.float32)
+        mode = LATENT_MODE[method]
+        if mode == "none":
+            return z0, z0, np.zeros((0, len(z0)), np.float32)
+        z, history = self.optimize_latents(
+            faces, z0, sources, mode, DEFAULT_STEPS[method] if steps is None else steps,
+            learning_rate, progress, batch_size, desc=f"{method} pivot")
+        return z, z0, history
+
+    def images_from_latents(self, faces: np.ndarray, z: np.ndarray, sources, method: str,
+                            categories=None, strength: float = DEFAULT_STRENGTH,
+                            batch_size: int = 256) -> np.ndarray:
+        """The outputs of ``method`` from its latents: uint8 (B, n, S, S, 3), one column per
+        category of ``categories`` (default: every category), and the source category first
+        when ``sources`` is given per face (B,). ``difference`` adds G's change from the source
+        age to each category to the photo itself."""
+        _check_method(method)
+        categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
+        sources = np.asarray(sources, np.int64).reshape(-1)
+        wanted = np.array(categories)
+        z = np.asarray(z, np.float32)
+        outputs = self._generate_batch(z, wanted, batch_size)  # (B, n, S, S, 3) in [-1, 1]
+        if method != "difference":
+            return denormalize(outputs)
+        pivot = self._generate_batch(z, None, batch_size, per_face=sources)  # (B, 1, ...)
+        change = strength * (outputs - pivot)
+        gray = _is_gray(faces)
+        change[gray] = change[gray].mean(axis=-1, keepdims=True)  # luminance only
+        return denormalize(np.clip(normalize(faces)[:, None] + change, -1.0, 1.0))
+
+    def _generate_batch(self, z, categories, batch_size, per_face=None) -> np.ndarray:
+        """G(z_i, y) for each face i and each category of ``categories`` (or its own
+        ``per_face`` category): float32 (B, n, S, S, 3)."""
+        n_faces = len(z)
+        if per_face is not None:
+            cats, columns = np.asarray(per_face, np.int64), 1
+            zs = z
+        else:
+            columns = len(categories)
+            cats = np.tile(categories, n_faces)
+            zs = np.repeat(z, columns, axis=0)
+        ages = self.bins.one_hot(cats)
+        out = [keras.ops.convert_to_numpy(self.generator(
+            [zs[i:i + batch_size], ages[i:i + batch_size]], training=False))
+            for i in range(0, len(zs), batch_size)]
+        return np.concatenate(out).reshape(n_faces, columns, *out[0].shape[1:])
+
+    def age_faces(self, faces: np.ndarray, sources, method: str, steps: int | None = None,
+                  categories=None, strength: float = DEFAULT_STRENGTH,
+                  learning_rate: float = LEARNING_RATE, progress: bool = True,
+                  batch_size: int | None = None) -> np.ndarray:
+        """A batch of uint8 faces (B, S, S, 3) at their source categories (B,) through
+        ``method``: uint8 (B, n, S, S, 3), one column per category (default: all)."""
+        z, _, _ = self.latents(faces, sources, method, steps, learning_rate, progress, batch_size)
+        return self.images_from_latents(faces, z, sources, method, categories, strength)
+
     # --- everything for one face --------------------------------------------------------------
     def age(self, face: np.ndarray, optimize: str = "none", steps: int | None = None,
             source_age: float | None = None, categories=None, learning_rate: float = LEARNING_RATE,
-            progress: bool = True) -> AgedFace:
-        """One uint8 face crop (S, S, 3) -> AgedFace (see the module notes for the steps)."""
+            progress: bool = True, strength: float = DEFAULT_STRENGTH) -> AgedFace:
+        """One uint8 face crop (S, S, 3) -> AgedFace (see the module notes for the steps).
+
+        ``optimize`` is any of ``METHODS``; for ``difference`` the reconstruction is the pivot
+        G(z*, y_src) and the aged faces are the photo plus G's change (``strength`` times)."""
         start = time.perf_counter()
-        if optimize not in OPTIMIZE_MODES:
-            raise ValueError(f"optimize must be one of {OPTIMIZE_MODES}, not {optimize!r}")
+        _check_method(optimize)
         if face.shape != (self.image_size, self.image_size, 3):
             raise ValueError(f"face must be ({self.image_size}, {self.image_size}, 3), "
                              f"got {face.shape}")
@@ -334,12 +417,15 @@ class AgingModels:
         z, history, steps_done = z0, [], 0
         if optimize != "none":
             steps_done = DEFAULT_STEPS[optimize] if steps is None else int(steps)
-            z, history = self.optimize_latent(face, z0, source, optimize, steps_done,
-                                              learning_rate, progress)
+            z, history = self.optimize_latent(face, z0, source, LATENT_MODE[optimize],
+                                              steps_done, learning_rate, progress)
         if optimize == "none" and at_z0 is not None:
             images = denormalize(at_z0[[source] + categories])
         else:
             images = denormalize(self.generate(z, [source] + categories))
+        if optimize == "difference":  # the reconstruction stays G's pivot
+            images[1:] = self.images_from_latents(face[None], z[None], [source], optimize,
+                                                  categories, strength)[0]
         return AgedFace(
             face=face, reconstruction=images[0], aged=images[1:], categories=categories,
             labels=[self.bins.labels[c] for c in categories], source_category=source,
@@ -347,6 +433,20 @@ class AgingModels:
             z0=z0, z=np.asarray(z), optimize=optimize, steps=steps_done, loss_history=history,
             seconds=time.perf_counter() - start,
         )
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"the per-photo method must be one of {', '.join(METHODS)}, "
+                         f"not {method!r}")
+
+
+def _is_gray(faces: np.ndarray, tolerance: float = 6.0) -> np.ndarray:
+    """(B,) True where a uint8 face (B, S, S, 3) is greyscale stored as RGB (its channels differ
+    by at most ``tolerance`` levels on average, as scanned or JPEG-ed grey photos do)."""
+    faces = np.asarray(faces, np.float32)
+    spread = faces.max(axis=-1) - faces.min(axis=-1)
+    return spread.reshape(len(faces), -1).mean(axis=1) <= tolerance
 
 
 class _Adam:
