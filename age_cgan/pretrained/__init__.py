@@ -1,0 +1,89 @@
+"""The model shipped inside the package: a run-like folder with checksums and a model card.
+
+```
+age_cgan/pretrained/lite/config.json         the run's settings (architecture, age bins, ...)
+                                             and the per-photo method infer.py uses by default
+age_cgan/pretrained/lite/models/*.keras      encoder, generator, face recogniser (safe_mode)
+age_cgan/pretrained/lite/SHA256SUMS          one "sha256  relative/path" line per file
+age_cgan/pretrained/lite/MODEL_CARD.md       data, licence, training command, wall time, figures
+```
+
+Every file listed in SHA256SUMS is checked before the networks are loaded, so a truncated
+download or an edited file is a clear error naming it rather than a model that quietly ages
+wrongly. ``tools/package_model.py`` writes such a folder from a trained run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+#: The shipped model's folder (a run folder plus SHA256SUMS and MODEL_CARD.md).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "lite"
+CHECKSUMS = "SHA256SUMS"
+
+
+class PretrainedError(RuntimeError):
+    """The shipped (or a given) model folder is missing, incomplete or damaged."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checksums(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 from ``folder/SHA256SUMS``."""
+    listing = Path(folder) / CHECKSUMS
+    if not listing.is_file():
+        raise PretrainedError(f"{folder} is not a packaged model: it has no {CHECKSUMS} "
+                              "(a training run folder is passed with --run instead)")
+    sums = {}
+    for number, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition("  ")
+        if len(digest) != 64 or not name:
+            raise PretrainedError(f"{listing}, line {number}: expected 'SHA256  PATH', "
+                                  f"got {line!r}")
+        sums[name] = digest
+    return sums
+
+
+def verify(folder: Path) -> Path:
+    """Check every file of a packaged model against its SHA-256; returns the folder.
+
+    Raises PretrainedError naming the first missing or mismatching file and what to do."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PretrainedError(
+            f"no model at {folder}: the package was installed without its weights "
+            "(reinstall with `pip install .` from a full clone) or the path is wrong")
+    for name, expected in read_checksums(folder).items():
+        path = folder / name
+        if not path.is_file():
+            raise PretrainedError(f"{path} is missing from the packaged model {folder}; "
+                                  "reinstall the package (`pip install --force-reinstall .`)")
+        actual = sha256(path)
+        if actual != expected:
+            raise PretrainedError(
+                f"{path} is damaged or was changed: its SHA-256 is {actual}, {CHECKSUMS} "
+                f"records {expected}. Reinstall the package (`pip install --force-reinstall .`)"
+                " or restore the file.")
+    return folder
+
+
+def verified_run(folder=None) -> Path:
+    """The packaged model's folder (default: the shipped one), checked; loads as a run."""
+    return verify(Path(folder) if folder is not None else DEFAULT_MODEL)
+
+
+def write_checksums(folder: Path, names) -> Path:
+    """Write ``folder/SHA256SUMS`` for the given relative paths."""
+    folder = Path(folder)
+    lines = [f"{sha256(folder / name)}  {name}" for name in sorted(names)]
+    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    return folder / CHECKSUMS
