@@ -1,6 +1,6 @@
 """Train Age-cGAN: `python train.py --help`."""
 
-from age_cgan.cli.train import main
+from age_cgan.cli.train import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

@@ -46,5 +46,13 @@ def main(argv=None) -> int:
     return status
 
 
+def console() -> None:
+    """The console script and the top-level script: backend log noise filtered unless
+    --verbose (see age_cgan/cli/quiet.py)."""
+    from age_cgan.cli.quiet import run
+
+    run(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

@@ -20,6 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from age_cgan.cli import HelpFormatter
+
 from age_cgan.evaluation import METHODS, EvalSettings
 
 DEFAULT_RUN = "logs/run"
@@ -36,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         "Writes evaluation.json, evaluation.md and evaluation.png. With --export-faces it only "
         "makes the faces (no judge needed, e.g. on a GPU machine); --judge then judges that "
         "file (no network needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--run", default=None, help="the run folder train.py wrote (default: "
                    f"{DEFAULT_RUN}; optional with --judge: its FR provenance and out folder)")
@@ -162,5 +164,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def console() -> None:
+    """The console script and the top-level script: backend log noise filtered unless
+    --verbose (see age_cgan/cli/quiet.py)."""
+    from age_cgan.cli.quiet import run
+
+    run(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

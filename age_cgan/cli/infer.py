@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
+from age_cgan.cli import HelpFormatter
+
 PROG = "infer.py"
-DEFAULT_RUN = "logs/run"  # train.py's default run folder
+METHODS = ("none", "pixel", "identity", "difference")  # age_cgan.aging.METHODS (not imported:
+#                                                        --help must not load Keras)
 GRID_SUFFIXES = (".png",)
 
 
@@ -27,12 +31,16 @@ def parser() -> argparse.ArgumentParser:
         description="Age the faces in photos with a trained Age-cGAN run: detect each face, "
         "crop it like the training faces, encode it (z0 = E(face)), optionally optimise z for "
         "this face, and draw G(z, age) for every age category as one PNG grid per face.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO|DIR",
                    help="photo files or folders of photos")
-    p.add_argument("--run", default=None, help=f"run folder written by train.py (default: "
-                   f"{DEFAULT_RUN}, unless --encoder and --generator are given)")
+    p.add_argument("--run", default=None, help="a run folder written by train.py (default: "
+                   "the model shipped in the package, unless --model or --encoder and "
+                   "--generator are given)")
+    p.add_argument("--model", default=None, help="a packaged model folder (config.json, "
+                   "models/*.keras, SHA256SUMS, as age_cgan/pretrained/lite), checked against "
+                   "its checksums (default: the shipped one)")
     p.add_argument("--encoder", help="an encoder .keras file (instead of the run's)")
     p.add_argument("--generator", help="a generator .keras file (instead of the run's)")
     p.add_argument("--face-recognizer", help="a face recogniser .keras file for --optimize "
@@ -41,11 +49,17 @@ def parser() -> argparse.ArgumentParser:
                    "folder, e.g. '0-18,19-29,30-39,40-49,50-59,60+' (default: the run's)")
     p.add_argument("--out", help="a .png file (one face), or a folder for one grid per face "
                    "(default: RUN/infer/)")
-    p.add_argument("--optimize", default="none", choices=["none", "pixel", "identity"],
-                   help="per-face latent optimisation from z0 with G frozen: the paper's "
-                   "z*_pixel or z*_IP (identity needs the run's trained face recogniser)")
+    p.add_argument("--method", "--optimize", dest="optimize", default=None,
+                   choices=list(METHODS),
+                   help="the per-photo method: none = z0 = E(x); pixel / identity = the "
+                   "paper's z*_pixel / z*_IP (latent optimisation with G frozen; identity needs "
+                   "a trained face recogniser); difference = the photo plus G's age change at "
+                   "the z*_pixel pivot, which keeps the person (default: the model's own "
+                   "choice, difference for the shipped model, else none)")
+    p.add_argument("--strength", type=float, default=None, help="difference: how much of G's "
+                   "age change is added (default: the model's, 1)")
     p.add_argument("--opt-steps", type=int, default=None, help="Adam steps on z (default: "
-                   "100 for pixel, 50 for identity)")
+                   "100 for pixel and difference, 50 for identity)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate on z "
                    "(default: 0.02)")
     p.add_argument("--source-age", type=float, default=None, help="the person's age in the "
@@ -62,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", type=int, default=2, help="enlarge the grid's images this many "
                    "times (1 = the model's size)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--verbose", action="store_true", help="keep the backends' own log lines "
+                   "(TensorFlow's C++ notices; also AGE_CGAN_VERBOSE=1)")
     return p
 
 
@@ -149,11 +165,17 @@ def _load(args):
     from age_cgan.aging import AgingModels
     from age_cgan.faces import FaceDetector
 
+    from age_cgan.pretrained import verified_run
+
     run = args.run
-    if run is None and not (args.encoder and args.generator):
-        run = DEFAULT_RUN
+    if args.model is not None or (run is None and not (args.encoder and args.generator)):
+        run = verified_run(args.model)  # the shipped model unless --model names another
     models = AgingModels.from_run(run, encoder=args.encoder, generator=args.generator,
                                   face_recognizer=args.face_recognizer, age_bins=args.age_bins)
+    if args.optimize is None:
+        args.optimize = models.config.get("default_method", "none")
+    if args.strength is None:
+        args.strength = float(models.config.get("default_strength", 1.0))
     categories = parse_ages(args.ages, models.bins)
     if args.source_age is not None and models.bins.category(args.source_age) < 0:
         raise ValueError(f"--source-age {args.source_age:g} is in no age category "
@@ -180,7 +202,7 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
         faces = faces[:1]
     for index, face in enumerate(faces):
         aged = models.age(face.image, args.optimize, args.opt_steps, args.source_age,
-                          categories, args.lr or LEARNING_RATE, args.progress)
+                          categories, args.lr or LEARNING_RATE, args.progress, args.strength)
         paths = _write_face(aged, outputs.grid_path(photo, index, len(faces)), args.zoom,
                             args.separate)
         record = {"photo": str(photo), "face": index + 1, "faces": len(faces),
@@ -209,6 +231,40 @@ def _summary(written: int, photos: list, failures: list) -> int:
     return 1
 
 
+def _default_out(models) -> Path:
+    """RUN/infer for a training run; ./aged for a packaged model (never inside the package)."""
+    from age_cgan.pretrained import CHECKSUMS
+
+    if models.run is None or (models.run.path / CHECKSUMS).is_file():
+        return Path("aged")
+    return models.run.path / "infer"
+
+
+GRID_NAME = re.compile(r"_aged(_\d+)?\.png$")  # what Outputs.grid_path names a grid
+
+
+def _check_outputs(outputs: Outputs, photos: list, named, json_path) -> tuple[list, str | None]:
+    """(the photos to age, why to stop before any work or None).
+
+    A grid never replaces a photo (``infer.py me.png --out me.png``); the grids of an earlier
+    run in a folder that is both read and written (``--out`` = the photos' folder) are not
+    aged again (``x_aged_aged.png``) unless named one by one; every output can be written.
+    """
+    from age_cgan.files import writable_problem
+
+    folder = (outputs.out.parent if outputs.is_file else outputs.out).resolve()
+    named = {Path(p).resolve() for p in named}
+    photos = [p for p in photos if p.resolve() in named or p.resolve().parent != folder
+              or not GRID_NAME.search(p.name)]
+    if outputs.is_file and outputs.out.resolve() in {p.resolve() for p in photos}:
+        return photos, (f"--out {outputs.out} is a photo this command reads: its grid would "
+                        "replace it. Choose another --out.")
+    problem = writable_problem(outputs.out, folder=not outputs.is_file)
+    if problem is None and json_path not in (None, "-"):
+        problem = writable_problem(json_path)
+    return photos, problem and f"cannot write the output: {problem}"
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.opt_steps is not None and args.opt_steps < 0:
@@ -230,10 +286,17 @@ def main(argv=None) -> int:
     except (RunFolderError, ValueError, ImportError, RuntimeError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(models.run.path if models.run else ".") / "infer"
+    out = Path(args.out) if args.out else _default_out(models)
     outputs = Outputs(out, single=len(photos) == 1)
+    photos, problem = _check_outputs(outputs, photos, args.photos, args.json)
+    if problem or not photos:
+        print(f"{PROG}: error: {problem or 'no photos to read (only grids this writes)'}",
+              file=sys.stderr)
+        return 2
     log = None
     if args.json:
+        if args.json != "-":
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         log = sys.stdout if args.json == "-" else open(args.json, "a", encoding="utf-8")
     written = 0
     try:
@@ -250,3 +313,11 @@ def main(argv=None) -> int:
         if log not in (None, sys.stdout):
             log.close()
     return _summary(written, photos, failures)
+
+
+def console() -> None:
+    """The console script and the top-level script: backend log noise filtered unless
+    --verbose (see age_cgan/cli/quiet.py)."""
+    from age_cgan.cli.quiet import run
+
+    run(main)

@@ -10,6 +10,15 @@ from age_cgan.config import TrainConfig
 DEFAULTS = TrainConfig()
 
 
+def _devices(text: str):
+    """--devices: "all" or a positive count (an int, so config.json records a number)."""
+    if text.strip().lower() == "all":
+        return "all"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number or all, got {text!r}")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
@@ -40,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
                         "stage 2 draws 100k synthetic pairs as in the paper)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help=f"faces per step (default: {DEFAULTS.batch_size}, the book's)")
+    p.add_argument("--devices", default=DEFAULTS.devices, type=_devices,
+                   help="data parallel over N local devices, or all (default: every local GPU/"
+                   "TPU; one device on a CPU). --batch-size is the global batch and must divide "
+                   "by the device count. JAX: keras.distribution.DataParallel (several hosts: "
+                   "set KERAS_DISTRIBUTION_* as in the README); TensorFlow: MirroredStrategy")
     p.add_argument("--arch", default=DEFAULTS.arch, choices=["tutorial", "lite"],
                    help="network sizes: tutorial = the book's (default), lite = sized for a "
                    "CPU (a run keeps the architecture of its first stage)")
@@ -130,5 +144,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def console() -> None:
+    """The console script and the top-level script: backend log noise filtered unless
+    --verbose (see age_cgan/cli/quiet.py)."""
+    from age_cgan.cli.quiet import run
+
+    run(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

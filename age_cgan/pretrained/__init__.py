@@ -16,6 +16,8 @@ wrongly. ``tools/package_model.py`` writes such a folder from a trained run.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 #: The shipped model's folder (a run folder plus SHA256SUMS and MODEL_CARD.md).
@@ -87,3 +89,35 @@ def write_checksums(folder: Path, names) -> Path:
     lines = [f"{sha256(folder / name)}  {name}" for name in sorted(names)]
     (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
     return folder / CHECKSUMS
+
+
+#: The networks inference needs (the discriminator stays with the run).
+NETWORKS = ("encoder", "generator", "face_recognizer")
+#: Settings of a training invocation that mean nothing to a packaged model.
+LOCAL_KEYS = ("run", "data_cache", "resume", "overwrite", "progress", "stage", "steps")
+
+
+def package_run(run, out, method: str, strength: float = 1.0) -> Path:
+    """Write a packaged model folder ``out`` from the trained run folder ``run``: its networks,
+    its settings without machine-local keys plus the default per-photo ``method`` and
+    ``strength``, its recipe record when present, and SHA256SUMS over them; returns ``out``
+    verified."""
+    run, out = Path(run), Path(out)
+    config = json.loads((run / "config.json").read_text())
+    for key in LOCAL_KEYS:
+        config.pop(key, None)
+    config.update(default_method=method, default_strength=float(strength))
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    names = ["config.json"]
+    for network in NETWORKS:
+        source = run / "models" / f"{network}.keras"
+        if network == "face_recognizer" and not source.is_file():
+            continue  # a run without the FR stage: --method identity will say so
+        shutil.copyfile(source, out / "models" / f"{network}.keras")
+        names.append(f"models/{network}.keras")
+    if (run / "recipe.json").is_file():
+        shutil.copyfile(run / "recipe.json", out / "recipe.json")
+        names.append("recipe.json")
+    write_checksums(out, names)
+    return verify(out)

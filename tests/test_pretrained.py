@@ -1,0 +1,90 @@
+"""The packaged-model folder (checksums, errors naming the file) and the difference method."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from age_cgan.aging import AgingModels
+from age_cgan.cli.infer import main
+from age_cgan.pretrained import (CHECKSUMS, DEFAULT_MODEL, PretrainedError, package_run,
+                                 read_checksums, verified_run, verify)
+
+PORTRAIT = Path(__file__).parent / "data" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def packaged(trained_run, tmp_path_factory):
+    return package_run(trained_run, tmp_path_factory.mktemp("model") / "m", "difference", 1.5)
+
+
+def test_package_records_every_file_and_the_default_method(packaged):
+    sums = read_checksums(packaged)
+    assert set(sums) == {"config.json", "models/encoder.keras", "models/generator.keras"}
+    config = json.loads((packaged / "config.json").read_text())
+    assert config["default_method"] == "difference" and config["default_strength"] == 1.5
+    assert "run" not in config and "data_cache" not in config  # nothing machine-local
+    assert verify(packaged) == packaged
+
+
+def test_infer_uses_a_packaged_model_and_its_default_method(packaged, tmp_path):
+    out = tmp_path / "aged.png"
+    log = tmp_path / "faces.jsonl"
+    assert main([str(PORTRAIT), "--model", str(packaged), "--out", str(out), "--opt-steps", "2",
+                 "--json", str(log), "--no-progress"]) == 0
+    record = json.loads(log.read_text())
+    assert out.is_file() and record["optimize"] == "difference"
+
+
+def test_a_damaged_weight_file_is_an_error_naming_it(packaged, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(packaged, copy)
+    generator = copy / "models" / "generator.keras"
+    data = bytearray(generator.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    generator.write_bytes(bytes(data))
+    with pytest.raises(PretrainedError, match="generator.keras is damaged"):
+        verify(copy)
+    assert main([str(PORTRAIT), "--model", str(copy), "--out", str(tmp_path / "x.png")]) == 2
+    assert str(generator) in capsys.readouterr().err
+    generator.unlink()
+    with pytest.raises(PretrainedError, match="generator.keras is missing"):
+        verify(copy)
+    (copy / CHECKSUMS).unlink()
+    with pytest.raises(PretrainedError, match="not a packaged model"):
+        verify(copy)
+
+
+def test_the_shipped_model_verifies_and_is_the_lite_architecture():
+    if not (DEFAULT_MODEL / CHECKSUMS).is_file():
+        pytest.fail(f"the shipped model is missing from {DEFAULT_MODEL}")
+    folder = verified_run()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["arch"] == "lite" and config["default_method"] in (
+        "none", "pixel", "identity", "difference")
+    models = AgingModels.from_run(folder)
+    n = models.encoder.count_params() + models.generator.count_params()
+    assert n <= 8_000_000  # issue: encoder + generator at most 8M parameters
+
+
+def test_difference_keeps_the_photo_and_adds_gs_change(trained_run):
+    models = AgingModels.from_run(trained_run)
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (3, models.image_size, models.image_size, 3), dtype=np.uint8)
+    faces[2] = faces[2, ..., :1]  # a greyscale photo stored as RGB
+    sources = np.array([0, 3, 5])
+    z, _, _ = models.latents(faces, sources, "difference", steps=2, progress=False)
+    out = models.images_from_latents(faces, z, sources, "difference")
+    for i, source in enumerate(sources):
+        np.testing.assert_array_equal(out[i, source], faces[i])  # own age: the photo itself
+    assert np.ptp(out[2].astype(int), axis=-1).max() == 0  # grey stays grey
+    unchanged = models.images_from_latents(faces, z, sources, "difference", strength=0.0)
+    np.testing.assert_array_equal(unchanged, np.repeat(faces[:, None], models.bins.num_ages, 1))
+    # the added change is G's difference between the target and the source age at z
+    g = models.images_from_latents(faces, z, sources, "pixel").astype(np.float32)
+    expected = faces[0].astype(np.float32) + g[0, 4] - g[0, sources[0]]
+    inside = (expected > 8) & (expected < 247)  # away from clipping
+    assert np.abs(out[0, 4].astype(np.float32) - expected)[inside].max() <= 2.0
