@@ -11,33 +11,10 @@ infer.py should use by default, then writes SHA256SUMS over them. The model card
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
 from age_cgan.aging import METHODS
-from age_cgan.pretrained import CHECKSUMS, verify, write_checksums
-
-NETWORKS = ("encoder", "generator", "face_recognizer")
-LOCAL_KEYS = ("run", "data_cache", "resume", "overwrite", "progress", "stage", "steps")
-
-
-def package(run: Path, out: Path, method: str, strength: float) -> Path:
-    config = json.loads((run / "config.json").read_text())
-    for key in LOCAL_KEYS:
-        config.pop(key, None)
-    config.update(default_method=method, default_strength=strength)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    names = ["config.json"]
-    for network in NETWORKS:
-        shutil.copyfile(run / "models" / f"{network}.keras", out / "models" / f"{network}.keras")
-        names.append(f"models/{network}.keras")
-    if (run / "recipe.json").is_file():
-        shutil.copyfile(run / "recipe.json", out / "recipe.json")
-        names.append("recipe.json")
-    write_checksums(out, names)
-    return verify(out)
+from age_cgan.pretrained import CHECKSUMS, package_run
 
 
 def main(argv=None):
@@ -50,7 +27,7 @@ def main(argv=None):
     p.add_argument("--strength", type=float, default=1.0,
                    help="the difference method's strength (default: 1)")
     args = p.parse_args(argv)
-    folder = package(args.run, args.out, args.method, args.strength)
+    folder = package_run(args.run, args.out, args.method, args.strength)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"packaged {args.run} -> {folder} ({size / 1e6:.1f} MB; {CHECKSUMS} verified)")
 
