@@ -1,0 +1,152 @@
+"""The generation phase (networks, no judge): the test faces, faces from random z per
+category, and the test faces' reconstructions from each latent method, as a ``FaceBundle``.
+
+Keras and the networks are imported inside the functions, so that the judging side (which
+imports ``fr_provenance``) needs no deep-learning stack."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from age_cgan.ages import AgeBins
+from age_cgan.evaluation.bundle import FACES_FORMAT, FaceBundle
+from age_cgan.evaluation.settings import METHODS, EvalSettings, _log
+from age_cgan.judges import DLIB_MODEL_NAME
+from age_cgan.runs import RunFolder, load_dataset_for_run
+
+
+def load_test_faces(config: dict, dataset=None, limit=None, seed=0, progress=True):
+    """The run's test split (a seeded sample of ``limit``) and its train split, from
+    ``dataset`` or by loading config["data"] as training did."""
+    dataset = dataset if dataset is not None else load_dataset_for_run(config, None, progress)
+    test = dataset.test()
+    if len(test) == 0:
+        raise ValueError("the run's data has no test split (test_fraction 0?)")
+    if limit is not None and limit < len(test):
+        rows = np.sort(np.random.default_rng(seed).choice(len(test), limit, replace=False))
+        test = test.subset(rows)
+    return test, dataset.train()
+
+
+def generate_faces(generator, bins: AgeBins, per_age: int, z_dim: int, seed: int = 0,
+                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``per_age`` faces per category from z ~ N(0, I) (the training prior) -> (uint8 faces
+    (A * per_age, S, S, 3), their categories)."""
+    rng = np.random.default_rng(seed)
+    categories = np.repeat(np.arange(bins.num_ages), per_age)
+    z = rng.standard_normal((len(categories), z_dim)).astype(np.float32)
+    return reconstruct(generator, z, categories, bins, batch_size), categories
+
+
+def find_latents(models, method: str, faces, categories, settings: EvalSettings):
+    """The latents of ``method`` ("z0", "z*_pixel", "z*_IP") for uint8 faces (N, S, S, 3) at
+    their categories (N,), with an ``age_cgan.aging.AgingModels``: z0 = E(x); z*_pixel and
+    z*_IP its per-image optimisation from z0, ``settings.batch_size`` faces at a time.
+    Returns (z (N, z_dim), the optimisation's losses (steps + 1, N) or None for z0)."""
+    batch = settings.batch_size
+    z0 = np.concatenate([np.asarray(models.encode(faces[i:i + batch]), np.float32)
+                         for i in range(0, len(faces), batch)])
+    mode = METHODS[method]
+    if mode == "none":
+        return z0, None
+    steps = settings.pixel_steps if mode == "pixel" else settings.identity_steps
+    return models.optimize_latents(faces, z0, categories, mode, steps,
+                                   progress=settings.progress, batch_size=batch, desc=method)
+
+
+def reconstruct(generator, z, categories, bins: AgeBins, batch_size: int = 64) -> np.ndarray:
+    """G(z, y) in inference mode for latents (N, z_dim) and categories (N,) -> uint8 faces."""
+    import keras
+
+    from age_cgan.data import denormalize
+
+    out = []
+    for start in range(0, len(z), batch_size):
+        rows = slice(start, start + batch_size)
+        image = generator([z[rows], bins.one_hot(categories[rows])], training=False)
+        out.append(denormalize(keras.ops.convert_to_numpy(image)))
+    return np.concatenate(out)
+
+
+def fr_provenance(run, present: bool | None = None) -> dict:
+    """Where the run's face recogniser comes from (for the identity table's note).
+    ``present``: whether the run had a trained FR (default: whether models/ holds one; a run
+    folder brought back from another machine may have its stagefr/ but not its models)."""
+    present = run.has_model("face_recognizer") if present is None else present
+    if not present:
+        return {"present": False, "distilled_from": None,
+                "note": "no trained FR in the run: z*_IP used an untrained FR head"}
+    info_path = run.stage_dir("fr") / "summary.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    teacher = info.get("teacher")
+    if teacher == DLIB_MODEL_NAME:
+        note = (f"the FR used by z*_IP was distilled from dlib ({teacher}), the same recogniser "
+                "that judges identity here, so the z*_IP rate is not an independent measure")
+        agreement = info.get("agreement") or {}
+        if info.get("steps_done") is not None and "distance_pearson" in agreement:
+            note += (f" (FR: {info['steps_done']} training steps; on held-out faces its distances "
+                     f"correlate with dlib's at r = {agreement['distance_pearson']:.2f})")
+    else:
+        note = "FR trained in the run (teacher unknown)"
+    return {"present": True, "distilled_from": teacher, "note": note,
+            "summary": {k: info.get(k) for k in ("teacher_equivalent_threshold", "identity_weight",
+                                                  "steps_done", "agreement")} if info else None}
+
+
+def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
+                 models=None) -> FaceBundle:
+    """The generation phase (networks, no judge): faces from random z per category, and the
+    run's test faces reconstructed from each latent method. ``dataset`` / ``models`` replace
+    what would be loaded (the run's data, ``AgingModels.from_run``)."""
+    from age_cgan.aging import AgingModels
+    from age_cgan.training.bridge import BACKEND
+
+    settings, started, timings = settings or EvalSettings(), time.perf_counter(), {}
+    if settings.pairs:
+        raise ValueError("the pairs check needs the networks and the judges together: run it "
+                         "in the one-step evaluation (evaluate.py --run RUN --pairs ...)")
+    run = RunFolder(run_dir)
+    config = run.read_config()
+    models = models or AgingModels.from_run(run.path)
+    test, train = load_test_faces(config, dataset, settings.limit, settings.seed,
+                                  settings.progress)
+
+    t = time.perf_counter()
+    _log(settings.progress, f"[export] {settings.per_age} generated faces per category")
+    generated, categories = generate_faces(models.generator, models.bins, settings.per_age,
+                                           models.z_dim, settings.seed, settings.batch_size)
+    timings["generate"] = time.perf_counter() - t
+    reconstructions, methods = [], {}
+    for method in settings.methods:
+        t = time.perf_counter()
+        _log(settings.progress, f"[export] {method} of {len(test)} test faces")
+        z, losses = find_latents(models, method, test.images, test.categories, settings)
+        reconstructions.append(reconstruct(models.generator, z, test.categories, models.bins,
+                                           settings.batch_size))
+        info = {"mode": METHODS[method], "seconds": time.perf_counter() - t}
+        if losses is not None:
+            best = losses.min(axis=0)
+            info.update(steps=int(len(losses) - 1), loss_start=float(losses[0].mean()),
+                        loss_best=float(best.mean()),
+                        improved=float(np.mean(best < losses[0])))
+        methods[method] = info
+        timings[method] = info["seconds"]
+    timings["total"] = time.perf_counter() - started
+    size = models.image_size
+    meta = {
+        "format": FACES_FORMAT, "run": str(run.path), "data": config.get("data"),
+        "bins": models.bins.spec, "image_size": size, "z_dim": models.z_dim,
+        "settings": settings.to_dict(), "backend": BACKEND, "methods": methods,
+        "face_recognizer": fr_provenance(run), "timings_s": timings,
+        "config": config, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return FaceBundle(
+        meta=meta, generated=generated, generated_categories=categories.astype(np.int64),
+        test_images=test.images, test_categories=test.categories.astype(np.int64),
+        test_ages=test.ages.astype(np.float32), test_paths=np.asarray(test.paths, dtype=str),
+        reconstructions=np.stack(reconstructions) if reconstructions else
+        np.zeros((0, len(test), size, size, 3), np.uint8),
+        train_paths=np.asarray(train.paths, dtype=str))

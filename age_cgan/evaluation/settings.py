@@ -1,0 +1,55 @@
+"""What an evaluation measures (``EvalSettings``) and the figures it is set against: the
+paper's, the shared data's references and the project's goals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+#: The paper's Table 1 (OpenFace "same person" rates between a test face and its reconstruction).
+PAPER_IDENTITY = {"z0": 0.53, "z*_pixel": 0.60, "z*_IP": 0.829}
+#: The paper: generated faces' age accuracy was 17% lower (relative) than real faces'.
+PAPER_AGE_GAP = 0.17
+#: Reference figures measured on the shared data (shared/data/README.md).
+REFERENCE = {
+    "age_real_utkface64": {"accuracy": 0.540, "mae_years": 7.1},
+    "dlib_cacdvs64": {"same_accepted": 0.935, "different_accepted": 0.003},
+}
+#: Latent methods in the paper's order, and the aging.py mode each uses.
+METHODS = {"z0": "none", "z*_pixel": "pixel", "z*_IP": "identity"}
+#: The project's goals (issue 6).
+GOALS = {"z*_IP_same_person": 0.90, "age_gap": 0.10}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What ``evaluate_run`` measures and how much of it."""
+
+    per_age: int = 100  # generated faces per age category for the age accuracy and statistics
+    limit: int | None = None  # test faces at most (None: the whole test split)
+    methods: tuple[str, ...] = tuple(METHODS)  # latent methods for the identity table
+    pixel_steps: int | None = None  # Adam steps for z*_pixel (None: aging.DEFAULT_STEPS)
+    identity_steps: int | None = None  # Adam steps for z*_IP (None: aging.DEFAULT_STEPS)
+    pairs: str | None = None  # a pairs.csv to check the run's FR beside dlib (optional)
+    pairs_limit: int | None = 200  # pairs checked (dlib reads ~10 faces/s on a CPU)
+    seed: int = 0
+    batch_size: int = 64  # faces per network call (and per batch of latent optimisation)
+    progress: bool = True
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown latent methods {unknown}; choose from {list(METHODS)}")
+        if self.per_age < 1:
+            raise ValueError("per_age must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+    def to_dict(self) -> dict:
+        """JSON-ready (lists, not tuples): the same in memory and read back from a file."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _log(progress, message):
+    if progress:
+        print(message, flush=True)
