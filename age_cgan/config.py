@@ -28,7 +28,9 @@ class TrainConfig:
     fr_weights: str | None = None  # None: the run's trained FR if present, else "imagenet" (book)
 
     # --- length and batches ---
-    batch_size: int = 128  # book text (its repository uses 2)
+    batch_size: int = 128  # book text (its repository uses 2); the global batch over devices
+    devices: int | str = "all"  # ours: data parallel over N local devices; "all" = every local
+    #   accelerator (one device on a CPU); the batch size must divide by the device count
     steps: int | None = None  # total steps of the stage; overrides epochs
     epochs: float | None = None  # None: 100 for stage 1 (paper), 5 for stage 3, 10 for fr (ours)
     stage2_pairs: int = 100_000  # paper: the encoder sees 100k synthetic (z, y) pairs
@@ -69,8 +71,24 @@ class TrainConfig:
             raise ValueError(f"--arch must be tutorial or lite, got {self.arch!r}")
         if self.mismatch_weight < 0:
             raise ValueError("--mismatch-weight must be at least 0")
+        self._check_devices()
         if self.image_size % 16:
             raise ValueError("--image-size must be a multiple of 16 (four stride-2 blocks)")
+
+    def _check_devices(self):
+        """"all" or a positive count that divides the (global) batch: the same faces per
+        device every step. "all" is checked where the devices are known (training.devices)."""
+        if isinstance(self.devices, str) and self.devices.strip().lower() == "all":
+            return
+        try:
+            count = int(self.devices)
+        except (TypeError, ValueError):
+            count = 0
+        if count < 1 or isinstance(self.devices, bool):
+            raise ValueError(f"--devices must be a positive number or 'all', got {self.devices!r}")
+        if self.batch_size % count:
+            raise ValueError(f"--batch-size {self.batch_size} does not divide over {count} "
+                             f"devices: use a multiple of {count}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

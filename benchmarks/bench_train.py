@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py --data ../shared/data/utkface64 --batch-size 32 --steps 8
     KERAS_BACKEND=jax python benchmarks/bench_train.py ... --mixed-precision   # on a GPU
     python benchmarks/bench_train.py ... --stages 1 --arch both   # tutorial and lite side by side
+    python benchmarks/bench_train.py ... --devices 2   # data parallel (--batch-size is global)
 
 The bare step calls the compiled step on one pre-made batch; the loop is ``run_stage`` as
 train.py runs it (fresh batches from the sampler, progress bar, scalar windows; sample grids and
@@ -23,14 +24,17 @@ import keras
 from age_cgan.config import TrainConfig
 from age_cgan.runs import RunFolder
 from age_cgan.training.bridge import BACKEND, Step
+from age_cgan.training.devices import device_count, placement
 from age_cgan.training.loop import load_data, run_stage, train
 from age_cgan.training.stages import STAGE_CLASSES
 
 
 def bare_step_seconds(config, stage_name, dataset, steps):
+    devices = placement(config.devices, config.batch_size)
     keras.utils.set_random_seed(config.seed)
-    stage = STAGE_CLASSES[stage_name](config, RunFolder(config.run), dataset)
-    step = Step(stage.models, stage.optimizers, stage.updates)
+    with devices.scope():
+        stage = STAGE_CLASSES[stage_name](config, RunFolder(config.run), dataset)
+        step = Step(stage.models, stage.optimizers, stage.updates, placement=devices)
     batch = stage.next_batch()
     for _ in range(2):
         float(next(iter(step(batch).values())))
@@ -57,6 +61,8 @@ def main(argv=None):
     p.add_argument("--arch", default="tutorial", help="tutorial, lite, or both (side by side)")
     p.add_argument("--mismatch-weight", type=float, default=0.0)
     p.add_argument("--fr-input-size", type=int, default=160)
+    p.add_argument("--devices", default=1, help="N local devices or all (data parallel); the "
+                   "batch size is the global batch")
     args = p.parse_args(argv)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -72,6 +78,7 @@ def bench_arch(args, arch):
             log_every=1, fr_weights="none", fr_input_size=args.fr_input_size, progress=False,
             mixed_precision=args.mixed_precision, arch=arch,
             mismatch_weight=args.mismatch_weight,
+            devices=args.devices if args.devices == "all" else int(args.devices),
         )
         dataset = load_data(config)
         for stage_name in args.stages:
@@ -90,6 +97,9 @@ def bench_arch(args, arch):
                 "bare_images_per_sec": round(args.batch_size / bare, 2),
                 "loop_images_per_sec": round(args.batch_size / loop, 2),
                 "loop_overhead_pct": round(100 * (loop / bare - 1), 1),
+                "devices": device_count(config.devices),
+                "images_per_sec_per_device": round(
+                    args.batch_size / bare / device_count(config.devices), 2),
             }), flush=True)
 
 

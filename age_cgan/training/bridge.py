@@ -14,6 +14,7 @@ A step runs its updates in order (e.g. D then G), each on the values the previou
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable
 
@@ -70,13 +71,24 @@ class Step:
     """A compiled training step: ``step(batch) -> dict of scalar tensors`` (call ``sync()``
     before reading the Keras variables)."""
 
-    def __init__(self, models: dict, optimizers: dict, updates: list[Update], jit: bool = True):
+    def __init__(self, models: dict, optimizers: dict, updates: list[Update], jit: bool = True,
+                 placement=None):
+        """``placement`` (training.devices): the devices a batch is split over; None or one
+        device is the single-device step. Networks and optimisers must have been created in
+        ``placement.scope()``."""
         self.models, self.optimizers, self.updates = models, optimizers, list(updates)
-        for update in self.updates:
-            optimizer = optimizers[update.model]
-            if not optimizer.built:
-                optimizer.build(models[update.model].trainable_variables)
-        self._step = _tf_step(self, jit) if BACKEND == "tensorflow" else _jax_step(self, jit)
+        self.placement = placement if placement is not None and placement.distributed else None
+        with self.placement.scope() if self.placement else contextlib.nullcontext():
+            for update in self.updates:
+                optimizer = optimizers[update.model]
+                if not optimizer.built:
+                    optimizer.build(models[update.model].trainable_variables)
+        if BACKEND == "tensorflow" and self.placement is not None:
+            self._step = _tf_distributed_step(self, jit, self.placement.strategy)
+        elif BACKEND == "tensorflow":
+            self._step = _tf_step(self, jit)
+        else:
+            self._step = _jax_step(self, jit)
 
     def __call__(self, batch):
         return self._step(batch)
@@ -114,6 +126,87 @@ def _tf_step(step: Step, jit: bool):
         return metrics
 
     return tf.function(run, reduce_retracing=True) if jit else run
+
+
+def _tf_distributed_step(step: Step, jit: bool, strategy):
+    """TensorFlow on several devices: each update under ``strategy.run``.
+
+    Every replica gets its rows of the global batch and computes its loss as the mean over
+    them; the gradient of loss / replicas is summed over replicas by the optimiser (Keras's
+    TensorFlow optimiser all-reduces in replica context), i.e. the gradient of the global-batch
+    mean. BatchNorm statistics are all-reduced over replicas (``synchronized``) while the step
+    is traced, so they too are the global batch's; the updated non-trainable values (equal on
+    every replica) are written back between updates, outside the replicas. Scalars are the
+    replicas' means (equal slices, so the global mean of a mean-type scalar).
+    """
+    import tensorflow as tf
+
+    models, optimizers = step.models, step.optimizers
+    replicas = strategy.num_replicas_in_sync
+    mean = tf.distribute.ReduceOp.MEAN
+
+    def replica_update(update, batch):
+        values = {name: read_values(model, tf.identity) for name, model in models.items()}
+        trainable = values[update.model][0]
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            loss, (aux, updated) = _run_loss(update, models, values, trainable, batch)
+            share = loss / replicas  # the optimiser sums the replicas' gradients
+        grads = tape.gradient(share, trainable)
+        optimizers[update.model].apply(grads, models[update.model].trainable_variables)
+        return aux, updated
+
+    def first(value):
+        return strategy.experimental_local_results(value)[0]
+
+    def run(batch):
+        metrics = {}
+        with _synchronized_batch_norm(models):
+            for update in step.updates:
+                aux, updated = strategy.run(lambda b, u=update: replica_update(u, b),
+                                            args=(batch,))
+                for name, non_trainable in updated.items():
+                    for variable, value in zip(models[name].non_trainable_variables,
+                                               non_trainable):
+                        local = first(value)  # equal on every replica (seeds, synced BN)
+                        variable.assign(strategy.reduce(mean, value, axis=None)
+                                        if local.dtype.is_floating else local)
+                metrics.update({k: strategy.reduce(mean, v, axis=None) for k, v in aux.items()})
+        return metrics
+
+    compiled = tf.function(run, reduce_retracing=True) if jit else run
+
+    def split(batch):
+        """The numpy global batch -> each replica's consecutive rows."""
+        per = len(next(iter(batch.values()))) // replicas
+
+        def rows(context):
+            i = context.replica_id_in_sync_group
+            return {k: v[i * per:(i + 1) * per] for k, v in batch.items()}
+
+        return strategy.experimental_distribute_values_from_function(rows)
+
+    def call(batch):
+        with strategy.scope():
+            return compiled(split(batch))
+
+    return call
+
+
+@contextlib.contextmanager
+def _synchronized_batch_norm(models):
+    """BatchNorm layers compute their batch statistics over all replicas while inside (read
+    when the step is traced), and are left as they were (a saved model keeps
+    ``synchronized=False``, which JAX can load)."""
+    layers = [layer for model in models.values() for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized]
+    for layer in layers:
+        layer.synchronized = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.synchronized = False
 
 
 class _JaxState:
@@ -156,6 +249,8 @@ class _JaxState:
         return values, optimizer_values, metrics
 
     def __call__(self, batch):
+        if self.step.placement is not None:  # sharded over the mesh's batch axis
+            batch = self.step.placement.shard(batch)
         self.values, self.optimizer_values, metrics = self._compiled(
             self.values, dict(self.optimizer_values), batch
         )

@@ -1,73 +1,117 @@
 """TensorBoard logging for a stage, with a JSON-lines copy of every scalar window.
 
-Uses ``tf.summary`` when TensorFlow is importable. Where it is not (the JAX-only GPU machine),
-TensorBoard events are skipped with one warning and the run goes on: scalars still go to
-``metrics.jsonl`` and grids to PNG files.
+Events are written through the ``tensorboard`` package's own event writer
+(``tensorboard.summary.writer.event_file_writer`` and the protos in ``tensorboard.compat.proto``,
+as PyTorch's SummaryWriter does), never ``tf.summary``: a JAX-only install (the GPU machine has
+``tensorboard`` but no TensorFlow) is watched exactly as a TensorFlow one. The values are the
+tensor summaries ``tf.summary`` writes (scalar, image and text plugins' metadata), so runs
+logged before read the same, and a resumed run never mixes two forms of one tag.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import warnings
+import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from age_cgan.visualize import save_png
 
 
-def _summary_writer(logdir: Path):
-    try:
-        import tensorflow as tf
-    except ImportError:
-        warnings.warn(
-            "TensorFlow is not installed: no TensorBoard events are written; scalars go to "
-            f"{logdir / 'metrics.jsonl'} and grids to {logdir / 'samples'}",
-            stacklevel=3,
-        )
-        return None
-    if keras.backend.backend() != "tensorflow":
-        tf.config.set_visible_devices([], "GPU")  # logging only: leave the GPU to the backend
-    return tf.summary.create_file_writer(str(logdir))
+class EventWriter:
+    """One ``events.out.tfevents.*`` file in ``logdir``, written without TensorFlow.
+
+    ``scalar`` / ``image`` / ``text`` write what ``tf.summary.scalar`` / ``.image`` / ``.text``
+    write: a float32 tensor, a string tensor [width, height, PNG] and a string tensor, each with
+    its plugin's metadata.
+    """
+
+    def __init__(self, logdir):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def _add(self, step, tag, value, plugin_metadata):
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.util import tensor_util
+
+        entry = summary_pb2.Summary.Value(tag=tag, tensor=tensor_util.make_tensor_proto(value),
+                                          metadata=plugin_metadata)
+        self._writer.add_event(event_pb2.Event(
+            wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[entry])))
+
+    def scalar(self, step: int, tag: str, value: float) -> None:
+        from tensorboard.plugins.scalar import metadata
+
+        self._add(step, tag, np.float32(value), metadata.create_summary_metadata(None, None))
+
+    def image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """``image``: uint8 (H, W, 3)."""
+        from PIL import Image
+        from tensorboard.plugins.image import metadata
+
+        png = io.BytesIO()
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(png, format="PNG")
+        height, width = image.shape[:2]
+        value = np.array([str(width).encode(), str(height).encode(), png.getvalue()], object)
+        self._add(step, tag, value, metadata.create_summary_metadata(None, None))
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        from tensorboard.plugins.text import metadata
+
+        self._add(step, tag, np.array(text.encode("utf-8"), object),
+                  metadata.create_summary_metadata(None, None))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class StageLogger:
     def __init__(self, logdir):
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self._writer = _summary_writer(self.logdir)
+        self._writer = EventWriter(self.logdir)
         self._jsonl = open(self.logdir / "metrics.jsonl", "a", encoding="utf-8")
 
     def scalars(self, step: int, values: dict) -> None:
         self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
         self._jsonl.flush()
-        if self._writer is not None:
-            import tensorflow as tf
-
-            with self._writer.as_default(step=int(step)):
-                for tag, value in values.items():
-                    tf.summary.scalar(tag, float(value))
+        for tag, value in values.items():
+            self._writer.scalar(step, tag, float(value))
+        self._writer.flush()
 
     def image(self, step: int, tag: str, grid: np.ndarray) -> Path:
         """Log a uint8 (H, W, 3) grid to TensorBoard and save it as samples/<tag>_<step>.png."""
         path = self.logdir / "samples" / f"{tag.replace('/', '_')}_{int(step):07d}.png"
         save_png(grid, path)
-        if self._writer is not None:
-            import tensorflow as tf
-
-            with self._writer.as_default(step=int(step)):
-                tf.summary.image(tag, np.asarray(grid, dtype=np.uint8)[None])
+        self._writer.image(step, tag, grid)
+        self._writer.flush()
         return path
 
     def text(self, step: int, tag: str, text: str) -> None:
-        if self._writer is not None:
-            import tensorflow as tf
-
-            with self._writer.as_default(step=int(step)):
-                tf.summary.text(tag, text)
+        self._writer.text(step, tag, text)
 
     def close(self) -> None:
         self._jsonl.close()
-        if self._writer is not None:
-            self._writer.close()
+        self._writer.close()
+
+
+class NullLogger:
+    """A StageLogger that writes nothing: processes other than 0 in a multi-host run."""
+
+    def scalars(self, step, values):
+        pass
+
+    def image(self, step, tag, grid):
+        return None
+
+    def text(self, step, tag, text):
+        pass
+
+    def close(self):
+        pass
