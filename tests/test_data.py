@@ -310,6 +310,31 @@ def test_csv_bad_header(tmp_path):
         read_csv(tmp_path / "x.csv")
 
 
+def test_csv_not_in_utf8_is_named(tmp_path):
+    (tmp_path / "faces.csv").write_bytes("path,age\nJos\xe9.jpg,30\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="faces.csv is not UTF-8 text .*iconv"):
+        load_dataset(tmp_path / "faces.csv", cache_dir=False, progress=False)
+    with pytest.raises(ValueError, match="faces.csv is not UTF-8 text"):
+        load_dataset(tmp_path, cache_dir=False, progress=False)  # the folder holding it
+
+
+def test_csv_cache_sees_the_image_files(csv_file, tmp_path):
+    cache_dir = tmp_path / "cache"
+
+    def load():
+        return load_dataset(csv_file, image_size=16, cache_dir=cache_dir, progress=False)
+
+    first = load()
+    assert first.summary.skipped.counts == {"missing": 1} and load().summary.cache_hit
+    save_face(csv_file.parent / "img" / "absent.png", 33, size=(24, 24))  # the missing one, added
+    added = load()
+    assert not added.summary.cache_hit and len(added) == len(first) + 1
+    assert not added.summary.skipped.counts
+    face = csv_file.parent / "img" / "p0_0.png"
+    os.utime(face, ns=(face.stat().st_atime_ns, face.stat().st_mtime_ns + 10**9))  # replaced
+    assert not load().summary.cache_hit
+
+
 def test_split_is_seeded_grouped_and_sized():
     keys = [f"person{i % 100}" for i in range(1000)]
     first = split_test(keys, 0.1, seed=0)

@@ -1,7 +1,7 @@
 """The decoded-face cache: one uncompressed .npz per (source, settings), written atomically.
 
-The file name carries a hash of the resolved source path, the source's signature (file list
-sizes and times, or the metadata file's size and time), the image size, the age bins, the crop
+The file name carries a hash of the resolved source path, the source's signature (the names,
+sizes and times of its image files, and of its metadata file), the image size, the age bins, the crop
 settings and FORMAT_VERSION; any change there means a new file, never a stale one. The file
 holds only plain arrays (no pickle): it is read with ``np.load(allow_pickle=False)``.
 """
@@ -32,13 +32,14 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(source, image_size: int, bins_spec: str, settings: dict,
-               cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the decoded arrays of ``source`` (a readers.Source) with these settings live."""
+               cache_dir: str | os.PathLike | None = None, listing=None) -> Path:
+    """Where the decoded arrays of ``source`` (a readers.Source) with these settings live;
+    ``listing`` is the source's (read when not given), whose image files the key sees."""
     key = {
         "format": FORMAT_VERSION,
         "kind": source.kind,
         "source": str(source.path),
-        "signature": source.signature(),
+        "signature": source.signature(listing),
         "image_size": int(image_size),
         "bins": bins_spec,
         "settings": settings,

@@ -220,14 +220,13 @@ def _no_faces(source: Source, listing: Listing, skipped: Tally) -> NoFacesError:
     )
 
 
-def _prepare(source: Source, image_size: int, bins: AgeBins, workers, progress,
-             timings: dict) -> tuple[dict, dict]:
+def _prepare(source: Source, listing: Listing, image_size: int, bins: AgeBins, workers,
+             progress, timings: dict) -> tuple[dict, dict]:
     start = time.perf_counter()
-    listing = source.read()
     categories = bins.category(listing.ages)
     listing.select(categories >= 0, NO_CATEGORY)
     categories = categories[categories >= 0]
-    timings["read labels"] = time.perf_counter() - start
+    timings["read labels"] += time.perf_counter() - start
     if len(listing) == 0:
         raise _no_faces(source, listing, Tally())
 
@@ -292,17 +291,20 @@ def load_dataset(
     bins = AgeBins.parse(age_bins)
     found = find_source(source)
     timings: dict[str, float] = {}
+    listing = found.read()
+    timings["read labels"] = time.perf_counter() - started
 
     path = None
     if cache_dir is not False:
         folder = None if cache_dir in (None, True) else cache_dir
-        path = cache.cache_path(found, image_size, bins.spec, imaging.CROP_SETTINGS, folder)
+        path = cache.cache_path(found, image_size, bins.spec, imaging.CROP_SETTINGS, folder,
+                                listing)
     stored = cache.load(path) if path is not None else None
     if stored is not None:
         timings["load cache"] = time.perf_counter() - started
         arrays, meta = stored
     else:
-        arrays, meta = _prepare(found, image_size, bins, workers, progress, timings)
+        arrays, meta = _prepare(found, listing, image_size, bins, workers, progress, timings)
         if path is not None:
             start = time.perf_counter()
             if not cache.save(path, arrays, meta):

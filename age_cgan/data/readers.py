@@ -231,8 +231,11 @@ def read_csv(csv_path: str | os.PathLike) -> Listing:
     not a number are counted, not guessed; ages may be fractional.
     """
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise ValueError(_not_utf8(csv_path, error)) from error
     header = [column.strip().lower() for column in (rows[0] if rows else [])]
     if "path" not in header or "age" not in header:
         raise ValueError(
@@ -276,15 +279,25 @@ class Source:
         reader = {IMDB_WIKI: read_imdb_wiki, UTKFACE: read_utkface, CSV: read_csv}[self.kind]
         return reader(self.path)
 
-    def signature(self) -> str:
+    def signature(self, listing: Listing | None = None) -> str:
         """A cheap fingerprint of the source's content, for the cache key.
 
-        Metadata files: size and modification time. UTKFace folders: name, size and
-        modification time of every image file (the labels live in the names).
+        UTKFace folders: name, size and modification time of every image file (the labels
+        live in the names). Metadata files (CSV, .mat): their size and modification time, and
+        the name, size and modification time of every image they list (``listing``, read when
+        not given), so that an image added, fixed or replaced beside them is seen.
         """
         if self.kind != UTKFACE:
             stat = self.path.stat()
-            return f"{stat.st_size}:{stat.st_mtime_ns}"
+            listing = listing if listing is not None else self.read()
+            digest = hashlib.sha1()
+            for path in listing.paths():
+                try:
+                    image = os.stat(path)
+                    digest.update(f"{path}\0{image.st_size}\0{image.st_mtime_ns}\n".encode())
+                except OSError:
+                    digest.update(f"{path}\0missing\n".encode())
+            return f"{stat.st_size}:{stat.st_mtime_ns}:{len(listing)}:{digest.hexdigest()}"
         digest = hashlib.sha1()
         entries = sorted(_image_entries(self.path), key=lambda entry: entry.name)
         for entry in entries:
@@ -299,6 +312,12 @@ def _has_utkface_names(folder: Path) -> bool:
             return any(entry.name.endswith(".chip.jpg") for entry in scan)
     except OSError:
         return False
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    return (f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}): save it as UTF-8 (a spreadsheet's \"CSV UTF-8\"), e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > utf8.csv`")
 
 
 def _is_face_csv(path: Path) -> bool:
@@ -347,6 +366,12 @@ def find_source(path: str | os.PathLike) -> Source:
     if source is None:
         shown = ", ".join(c.name + ("/" if c.is_dir() else "") for c in children[:8])
         more = f" (and {len(children) - 8} more)" if len(children) > 8 else ""
+        undecodable = []
+        for csv_file in (f for f in files if f.suffix.lower() == ".csv"):
+            try:
+                _csv_header(csv_file)
+            except UnicodeDecodeError as error:
+                undecodable.append(_not_utf8(csv_file, error))
         raise ValueError(f"no face data found in {path}: it holds {shown or 'nothing'}{more}; "
-                         f"{EXPECTED}")
+                         f"{EXPECTED}" + "".join(f"\n  {line}" for line in undecodable))
     return source
