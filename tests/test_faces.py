@@ -177,3 +177,31 @@ def test_crop_recovers_the_training_chip(detector, shared_data):
     assert len(sides) >= 15
     assert np.median(sides) == pytest.approx(1.0, abs=0.06)  # the margin of a training face
     assert np.median(shifts) / 192 < 0.04  # centred like one
+
+
+def test_a_face_filling_the_frame_is_found(detector, portrait):
+    box = find_faces(PORTRAIT, 64, detector)[0].box
+    centre_x, centre_y, half = (box.left + box.right) / 2, (box.top + box.bottom) / 2, 0.35 * box.width
+    close = portrait.crop((round(centre_x - half), round(centre_y - half),
+                           round(centre_x + half), round(centre_y + half))).resize((300, 300))
+    faces = find_faces(close, 64, detector)  # 0.7 of the face's box: HOG alone misses it
+    assert len(faces) == 1
+    assert faces[0].box.width == pytest.approx(300 / 0.7, rel=0.2)
+    assert faces[0].image.std() > 20
+
+
+def test_a_small_face_in_a_large_photo_is_found_and_sizes_are_the_photos(detector, portrait,
+                                                                         tmp_path):
+    rng = np.random.default_rng(0)
+    canvas = Image.fromarray(rng.integers(90, 140, (225, 300, 3), dtype=np.uint8))
+    canvas = canvas.resize((3000, 2250))
+    box = find_faces(PORTRAIT, 64, detector)[0].box
+    factor = 90 / box.width  # a 90 px face: ~31 px in the 1024 px search copy
+    canvas.paste(portrait.resize((round(256 * factor),) * 2, Image.Resampling.BICUBIC), (2000, 1200))
+    path = _save(canvas, tmp_path / "large.jpg", quality=90)
+    face = find_faces(path, 64, detector)[0]
+    assert face.box.width == pytest.approx(90, rel=0.2)
+    assert face.box.left == pytest.approx(2000 + box.left * factor, abs=20)
+    empty = _save(Image.new("RGB", (2100, 1600), (120, 110, 100)), tmp_path / "empty.jpg")
+    with pytest.raises(NoFaceFound, match="no face found in this 2100x1600 photo"):
+        find_faces(empty, 64, detector)  # the photo's size, not the reduced decoding's
