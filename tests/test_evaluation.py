@@ -336,3 +336,35 @@ def test_judging_side_imports_no_deep_learning_stack():
             "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--limit", "0"], "--limit must be at least 1, got 0"),
+    (["--limit", "-3"], "--limit must be at least 1, got -3"),
+    (["--per-age", "0"], "--per-age must be at least 1"),
+    (["--pixel-steps", "-1"], "--pixel-steps must be at least 0"),
+    (["--max-mib", "0", "--export-faces", "f.npz"], "--max-mib must be above 0"),
+])
+def test_numeric_flags_are_refused_up_front(flags, words, capsys):
+    from age_cgan.cli.evaluate import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(flags)
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_outputs_and_faces_files_are_checked_before_the_work(tmp_path, trained_run, capsys):
+    from age_cgan.cli.evaluate import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for flags in (["--export-faces", str(blocker / "faces.npz")], ["--out", str(blocker)]):
+        assert main(["--run", str(trained_run), "--no-progress", *flags]) == 1
+        assert "a_file is a file" in capsys.readouterr().err
+    whole = tmp_path / "faces.npz"
+    _bundle().save(whole)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert main(["--judge", str(cut), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{cut} is damaged: not a whole .npz archive" in err and "--export-faces" in err

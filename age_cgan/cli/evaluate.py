@@ -80,7 +80,54 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Flags that count something: at least 1 when given (a 0 or -3 reached numpy as an error).
+POSITIVE = ("limit", "per_age", "pairs_limit", "batch_size")
+
+
+def _check_numbers(args) -> None:
+    """Raise ValueError for a count below 1, a negative step count or a --max-mib <= 0."""
+    for name in POSITIVE:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("pixel_steps", "identity_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {value}")
+    if args.max_mib is not None and not args.max_mib > 0:
+        raise ValueError(f"--max-mib must be above 0, got {args.max_mib}")
+
+
+def _output_problem(args) -> str | None:
+    """Why an output of this command cannot be written (checked before any face is made)."""
+    from age_cgan.files import writable_problem
+
+    if args.export_faces:
+        return writable_problem(args.export_faces)
+    out = args.out or (Path(args.run) / "eval" if args.run else Path(args.judge).parent / "eval")
+    return writable_problem(out, folder=True)
+
+
+def _faces_file_problem(path) -> str | None:
+    """Why an --export-faces file cannot be judged (missing, truncated, corrupt), or None."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return None  # FaceBundle.load says how to make it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        bad = f"not a whole .npz archive ({error}; truncated by a copy?)"
+    else:
+        bad = bad and f"its member {bad} fails its checksum"
+    return bad and (f"{path} is damaged: {bad}. Copy it again, or export it again with "
+                    "`python evaluate.py --run RUN --export-faces FILE.npz`")
+
+
 def settings_from_args(args) -> EvalSettings:
+    _check_numbers(args)
     per_age = args.per_age if args.limit is None else min(args.per_age, max(1, args.limit))
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return EvalSettings(per_age=per_age, limit=args.limit, methods=methods,
@@ -135,6 +182,10 @@ def main(argv=None) -> int:
                        "--export-faces")
     if not args.judge and args.run is None:
         args.run = DEFAULT_RUN
+    problem = _output_problem(args) or (args.judge and _faces_file_problem(args.judge))
+    if problem:
+        print(f"evaluate.py: error: {problem}", file=sys.stderr)
+        return 1
     from age_cgan.data import NoFacesError
     from age_cgan.judges import JudgeUnavailable
     from age_cgan.runs import RunFolderError
