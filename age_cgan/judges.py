@@ -151,6 +151,34 @@ class AgeEstimator:
         return out
 
 
+# --------------------------------------------------------------------------- aged faces
+
+
+def judge_aged(face, aged, verifier: FaceVerifier | None = None,
+               estimator: AgeEstimator | None = None) -> list[dict]:
+    """The judges' verdicts on aged versions of one input face.
+
+    ``face``: the uint8 input crop (H, W, 3); ``aged``: uint8 (N, H, W, 3), e.g.
+    ``AgedFace.aged``. Returns one dict per aged face: ``distance`` (dlib descriptor distance to
+    the input) and ``same_person`` (distance < the verifier's threshold) when ``verifier`` is
+    given, ``estimated_age`` (years) when ``estimator`` is given. One input descriptor serves
+    every aged face, so N faces cost N + 1 dlib passes.
+    """
+    aged = as_uint8_faces(aged)
+    verdicts = [{} for _ in range(len(aged))]
+    if verifier is not None:
+        reference = verifier.descriptors(as_uint8_faces(face))
+        distances = descriptor_distances(np.repeat(reference, len(aged), axis=0),
+                                         verifier.descriptors(aged))
+        for verdict, distance in zip(verdicts, distances):
+            verdict["distance"] = round(float(distance), 4)
+            verdict["same_person"] = bool(distance < verifier.threshold)
+    if estimator is not None:
+        for verdict, age in zip(verdicts, estimator.estimate(aged)):
+            verdict["estimated_age"] = round(float(age), 1)
+    return verdicts
+
+
 # --------------------------------------------------------------------------- teacher file
 
 
