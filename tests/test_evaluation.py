@@ -211,8 +211,8 @@ def _numbers(results):
     """What must not depend on how the evaluation was run: everything but times and files."""
     out = json.loads(json.dumps({k: results[k] for k in (
         "run", "data", "settings", "test_faces", "bins", "judges", "age", "identity",
-        "statistics")}))
-    for method in out["identity"]["methods"].values():
+        "statistics", "aging")}))
+    for method in [*out["identity"]["methods"].values(), *out["aging"]["methods"].values()]:
         method.pop("seconds")
     return out
 
@@ -235,6 +235,9 @@ def test_export_then_judge_gives_the_one_step_numbers(tmp_path, trained_run, jud
     assert faces.reconstructions.shape == (3, n, size, size, 3) and 1 <= n <= 3
     assert faces.methods == ["z0", "z*_pixel", "z*_IP"]
     assert faces.meta["methods"]["z*_pixel"]["steps"] == 3
+    aging = faces.meta["aging"]["methods"]  # every per-photo method, at every age
+    assert faces.aged.shape == (len(aging), n, 6, size, size, 3) and "difference" in aging
+    assert faces.meta["aging"]["made"]["difference"]["latent_reused"]  # z*_pixel's
     with np.load(faces_file, allow_pickle=False) as stored:  # plain arrays only
         assert all(stored[name].dtype != object for name in stored.files)
 

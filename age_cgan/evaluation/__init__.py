@@ -43,10 +43,14 @@ The package, along its concerns (the judging side imports no deep-learning stack
 * ``export``: the generation phase (``export_faces``).
 * ``judging``: the judging phase (``judge_faces``, ``judge_file``) and ``evaluate_run``.
 * ``report`` and ``figure``: evaluation.json / .md / .png.
+* ``aging`` (with ``metrics/aging`` and ``aging_report``): the aging section, real test faces
+  aged to every other category by each per-photo method, against the references ``input`` and
+  ``stranger``; ``memo``: judges that judge a face two sections share once.
 
 Every name is importable from ``age_cgan.evaluation`` itself.
 """
 
+from age_cgan.evaluation.aging import age_test_faces, judge_aging, stranger_rows
 from age_cgan.evaluation.bundle import (FACE_CODECS, FACES_FILE_LIMIT, FACES_FORMAT, IMAGE_ARRAYS,
                                         FaceBundle, fit_file)
 from age_cgan.evaluation.export import (export_faces, find_latents, fr_provenance, generate_faces,
@@ -55,17 +59,21 @@ from age_cgan.evaluation.figure import save_figure
 from age_cgan.evaluation.judging import (evaluate_ages, evaluate_identity, evaluate_run,
                                          evaluate_statistics, judge_faces, judge_file,
                                          load_judges, real_descriptors, relocate_paths)
+from age_cgan.evaluation.memo import Remembering
 from age_cgan.evaluation.metrics import (age_metrics, confusion, frechet_distance,
                                          identity_metrics, mean_pairwise_distance,
                                          pair_verification, relative_gap, roc_auc)
+from age_cgan.evaluation.metrics.aging import aging_metrics
 from age_cgan.evaluation.pairs import embed, load_faces, read_pairs, verify_pairs
 from age_cgan.evaluation.report import markdown_report, write_outputs
 from age_cgan.evaluation.settings import (GOALS, METHODS, PAPER_AGE_GAP, PAPER_IDENTITY,
-                                          REFERENCE, EvalSettings)
+                                          REFERENCE, EvalSettings, split_methods)
 
 __all__ = [
     "FACE_CODECS", "FACES_FILE_LIMIT", "FACES_FORMAT", "GOALS", "IMAGE_ARRAYS", "METHODS",
-    "PAPER_AGE_GAP", "PAPER_IDENTITY", "REFERENCE", "EvalSettings", "FaceBundle", "age_metrics",
+    "PAPER_AGE_GAP", "PAPER_IDENTITY", "REFERENCE", "EvalSettings", "FaceBundle", "Remembering",
+    "age_metrics", "age_test_faces", "aging_metrics", "judge_aging", "split_methods",
+    "stranger_rows",
     "confusion", "embed", "evaluate_ages", "evaluate_identity", "evaluate_run",
     "evaluate_statistics", "export_faces", "find_latents", "fit_file", "fr_provenance",
     "frechet_distance", "generate_faces", "identity_metrics", "judge_faces", "judge_file",

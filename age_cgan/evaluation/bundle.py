@@ -28,6 +28,8 @@ class FaceBundle:
     method's reconstruction of them at their own category (M, N, S, S, 3), in ``methods``
     order; the train faces' paths (for the real train-vs-test floor of the statistics);
     ``meta``: run, data, bins, settings, the FR's provenance, timings, optimisation losses.
+    ``aged`` (optional; None for a file without the aging section): each per-photo method of
+    ``meta["aging"]["methods"]`` on the test faces at every category (M, N, A, S, S, 3).
     """
 
     meta: dict
@@ -39,9 +41,11 @@ class FaceBundle:
     test_paths: np.ndarray
     reconstructions: np.ndarray
     train_paths: np.ndarray
+    aged: np.ndarray | None = None
 
     ARRAYS = ("generated", "generated_categories", "test_images", "test_categories",
               "test_ages", "test_paths", "reconstructions", "train_paths")
+    OPTIONAL_ARRAYS = ("aged",)
 
     @property
     def methods(self) -> list[str]:
@@ -66,7 +70,8 @@ class FaceBundle:
         return dataclasses.replace(
             self, meta=meta, test_images=self.test_images[rows],
             test_categories=self.test_categories[rows], test_ages=self.test_ages[rows],
-            test_paths=self.test_paths[rows], reconstructions=self.reconstructions[:, rows])
+            test_paths=self.test_paths[rows], reconstructions=self.reconstructions[:, rows],
+            aged=None if self.aged is None else self.aged[:, rows])
 
     def save(self, path, codec: str = "raw") -> Path:
         """One compressed .npz (``np.savez_compressed``, plain arrays), written atomically.
@@ -76,10 +81,11 @@ class FaceBundle:
         checked to decode to the same pixels; faces that Pillow cannot encode stay raw)."""
         if codec not in FACE_CODECS:
             raise ValueError(f"codec must be one of {FACE_CODECS}, not {codec!r}")
-        arrays = {name: getattr(self, name) for name in self.ARRAYS}
+        arrays = {name: getattr(self, name) for name in (*self.ARRAYS, *self.OPTIONAL_ARRAYS)
+                  if getattr(self, name) is not None}
         codecs = {}
         if codec == "webp":
-            for name in IMAGE_ARRAYS:
+            for name in (n for n in IMAGE_ARRAYS if n in arrays):
                 packed = _webp_pack(arrays[name])
                 if packed is not None:
                     del arrays[name]
@@ -111,7 +117,9 @@ class FaceBundle:
                 raise ValueError(f"{path} has faces format {meta.get('format')}; this version "
                                  f"reads format {FACES_FORMAT}: export it again")
             arrays = {}
-            for name in cls.ARRAYS:
+            for name in (*cls.ARRAYS, *cls.OPTIONAL_ARRAYS):
+                if name not in files and f"{name}__webp" not in files:
+                    continue  # an optional array the file does not have
                 if name in files:
                     arrays[name] = stored[name]
                 else:
@@ -123,7 +131,7 @@ class FaceBundle:
 
 #: How a faces file may store its faces (FaceBundle.save).
 FACE_CODECS = ("raw", "webp")
-IMAGE_ARRAYS = ("generated", "test_images", "reconstructions")
+IMAGE_ARRAYS = ("generated", "test_images", "reconstructions", "aged")
 
 
 def _webp_pack(images):
@@ -182,10 +190,17 @@ def fit_file(faces: FaceBundle, path, limit_bytes: int, codec: str = "raw", seed
         size, n = path.stat().st_size, len(faces.test_images)
         if size <= limit_bytes or n <= 1:
             break
-        per_face = size / (len(faces.generated) + n * (1 + len(faces.methods)))
+        images = _images_per_test_face(faces)
+        per_face = size / (len(faces.generated) + n * images)
         room = 0.97 * limit_bytes - per_face * len(faces.generated)
-        keep = max(1, min(n - 1, int(room / (per_face * (1 + len(faces.methods))))))
+        keep = max(1, min(n - 1, int(room / (per_face * images))))
         rows = np.sort(np.random.default_rng(seed).choice(n, keep, replace=False))
         faces = faces.subset(rows)
         path = faces.save(path, codec)
     return faces, path
+
+
+def _images_per_test_face(faces: FaceBundle) -> int:
+    """Faces a file holds per test face: the face, its reconstructions, its aged faces."""
+    aged = 0 if faces.aged is None else faces.aged.shape[0] * faces.aged.shape[2]
+    return 1 + len(faces.methods) + aged

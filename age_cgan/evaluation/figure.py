@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from age_cgan.evaluation.aging_report import (aged_faces_grid, aged_faces_panel,
+                                               identity_vs_age_panel)
 from age_cgan.evaluation.settings import PAPER_IDENTITY, REFERENCE
 from age_cgan.files import atomic_path
 from age_cgan.judges import DLIB_THRESHOLD
@@ -11,13 +13,22 @@ from age_cgan.judges import DLIB_THRESHOLD
 
 def save_figure(path, results, bins, test_faces, examples) -> None:
     """Age accuracy per category, identity rates with the paper's, distance histograms, and a
-    strip of test faces with their reconstructions."""
+    strip of test faces with their reconstructions; with the aging section, identity against
+    age accuracy of aged real faces, and a few test faces aged by each method."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    aging = results.get("aging") and examples.get("aging")
+    if aging:
+        rows = aged_faces_grid(examples["aging"], bins.labels)[1]
+        fig, axes = plt.subplots(3, 2, figsize=(12, 9 + max(4.5, 0.45 * rows)),
+                                 gridspec_kw={"height_ratios": [1, 1, max(1, rows / 10)]})
+        identity_vs_age_panel(axes[2, 0], results["aging"])
+        aged_faces_panel(axes[2, 1], examples["aging"], bins.labels)
+    else:
+        fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     ax = axes[0, 0]
     labels = bins.labels
     x = np.arange(len(labels))
@@ -46,7 +57,8 @@ def save_figure(path, results, bins, test_faces, examples) -> None:
     ax.legend(loc="upper left", fontsize=8)
 
     ax = axes[1, 0]
-    every = np.concatenate([results["identity"]["methods"][m]["distances"] for m in methods])
+    every = np.concatenate([results["identity"]["methods"][m]["distances"] for m in methods]
+                           or [np.zeros(1)])  # (--methods may name no paper method)
     edges = np.linspace(0, max(1.2, float(every.max()) + 0.05), 40)
     for m in methods:
         ax.hist(results["identity"]["methods"][m]["distances"], bins=edges, alpha=0.5, label=m)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from age_cgan.evaluation.aging import judge_aging
 from age_cgan.evaluation.bundle import FaceBundle
 from age_cgan.evaluation.export import export_faces, fr_provenance
+from age_cgan.evaluation.memo import Remembering
 from age_cgan.evaluation.metrics import (age_metrics, frechet_distance, identity_metrics,
                                          mean_pairwise_distance, relative_gap)
 from age_cgan.evaluation.pairs import verify_pairs
@@ -118,7 +120,9 @@ def load_judges(verifier=None, estimator=None):
 
 def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
                 progress: bool = True) -> tuple[dict, dict]:
-    """The judging phase (judges, no network) on exported faces: the three measurements.
+    """The judging phase (judges, no network) on exported faces: the three measurements, and
+    the aging section when the file has aged faces. The judges remember every face they saw
+    (``memo.Remembering``), so a face two sections share is judged once.
 
     ``run``: the run folder when at hand (its FR provenance replaces the one stored at export);
     ``data``: a folder holding the data's files when the stored paths are another machine's
@@ -126,6 +130,8 @@ def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
     without "outputs", the examples the figure shows)."""
 
     started, timings, meta = time.perf_counter(), {}, faces.meta
+    verifier, estimator = Remembering(verifier), Remembering(estimator)
+    phases = 3 if faces.aged is None else 4
     run = RunFolder(run) if run is not None else None
     if run is not None and not run.path.is_dir():
         raise FileNotFoundError(f"run folder {run.path} does not exist (--run is optional "
@@ -141,16 +147,17 @@ def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
                "export": {k: meta.get(k) for k in ("backend", "created", "timings_s")}}
 
     t = time.perf_counter()
-    _log(progress, f"[1/3] age accuracy: {len(faces.generated)} generated faces, "
+    _log(progress, f"[1/{phases}] age accuracy: {len(faces.generated)} generated faces, "
                    f"{len(faces.test_images)} real test faces")
     results["age"] = evaluate_ages(faces, estimator, progress)
-    timings["age"] = time.perf_counter() - t
+    timings["age"] = _done(progress, t)
 
     t = time.perf_counter()
-    _log(progress, f"[2/3] identity: {', '.join(faces.methods)} on {len(faces.test_images)} "
-                   "test faces")
+    _log(progress, f"[2/{phases}] identity: {', '.join(faces.methods)} on "
+                   f"{len(faces.test_images)} test faces")
     real_desc, source = real_descriptors(faces.test_images, test_paths, verifier,
                                          faces.image_size, progress, "real test")
+    verifier.remember(faces.test_images, real_desc)
     identity, examples = evaluate_identity(faces, real_desc, verifier, progress)
     provenance = meta["face_recognizer"]
     if run is not None:
@@ -158,18 +165,34 @@ def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
                                    provenance.get("present"))
     results["identity"] = {"methods": identity, "real_descriptors": source,
                            "face_recognizer": provenance}
-    timings["identity"] = time.perf_counter() - t
+    timings["identity"] = _done(progress, t)
 
     t = time.perf_counter()
-    _log(progress, "[3/3] image statistics in dlib's descriptor space")
+    _log(progress, f"[3/{phases}] image statistics in dlib's descriptor space")
     gen_desc = verifier.descriptors(faces.generated, progress, "dlib descriptors (generated)")
     results["statistics"] = evaluate_statistics(gen_desc, real_desc, train_paths,
                                                 faces.image_size, meta["settings"]["seed"])
-    timings["statistics"] = time.perf_counter() - t
+    timings["statistics"] = _done(progress, t)
+    if faces.aged is not None:
+        t = time.perf_counter()
+        methods = meta["aging"]["methods"]
+        _log(progress, f"[4/{phases}] aging: {', '.join(methods)} on {len(faces.test_images)} "
+                       f"test faces x {faces.bins.num_ages - 1} target ages")
+        results["aging"], examples["aging"] = judge_aging(faces, real_desc, verifier, estimator,
+                                                          progress)
+        timings["aging"] = _done(progress, t)
+    results["judged_faces"] = {"dlib": verifier.asked, "age": estimator.asked}
     timings["export"] = float(meta["timings_s"]["total"])
     timings["total"] = timings["export"] + time.perf_counter() - started
     results["timings_s"] = timings
     return results, examples
+
+
+def _done(progress, started) -> float:
+    """Seconds since ``started``, printed as the end of a phase."""
+    seconds = time.perf_counter() - started
+    _log(progress, f"      done in {seconds:.1f} s")
+    return seconds
 
 
 def _default_out_dir(run, faces_path=None) -> Path:

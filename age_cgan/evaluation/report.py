@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from age_cgan.evaluation.aging_report import aging_markdown
 from age_cgan.evaluation.figure import save_figure
 from age_cgan.evaluation.settings import GOALS, PAPER_AGE_GAP, PAPER_IDENTITY, REFERENCE
 from age_cgan.runs import write_json_atomic
@@ -122,6 +123,8 @@ def markdown_report(results: dict) -> str:
         lines += _identity_markdown(results["identity"])
     if results.get("statistics"):
         lines += _statistics_markdown(results["statistics"])
+    if results.get("aging"):
+        lines += aging_markdown(results["aging"])
     if results.get("pairs"):
         lines += _pairs_markdown(results["pairs"])
     timings = results.get("timings_s", {})

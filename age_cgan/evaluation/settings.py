@@ -28,6 +28,9 @@ class EvalSettings:
     per_age: int = 100  # generated faces per age category for the age accuracy and statistics
     limit: int | None = None  # test faces at most (None: the whole test split)
     methods: tuple[str, ...] = tuple(METHODS)  # latent methods for the identity table
+    # per-photo methods for the aging section, by age_cgan.aging.METHODS name (None: all of
+    # them; (): no aging section); checked where the networks are (that list needs Keras)
+    aging_methods: tuple[str, ...] | None = None
     pixel_steps: int | None = None  # Adam steps for z*_pixel (None: aging.DEFAULT_STEPS)
     identity_steps: int | None = None  # Adam steps for z*_IP (None: aging.DEFAULT_STEPS)
     pairs: str | None = None  # a pairs.csv to check the run's FR beside dlib (optional)
@@ -53,3 +56,18 @@ class EvalSettings:
 def _log(progress, message):
     if progress:
         print(message, flush=True)
+
+
+def split_methods(text: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """``evaluate.py --methods``: 'all', or a comma list of per-photo method names
+    (``age_cgan.aging.METHODS``: none, pixel, identity, ...; the paper's z0, z*_pixel, z*_IP
+    are none, pixel and identity) -> (the identity table's methods by their paper names, the
+    aging section's methods; None: every one ``age_cgan.aging.METHODS`` lists)."""
+    if text.strip().lower() == "all":
+        return tuple(METHODS), None
+    paper_name = {mode: name for name, mode in METHODS.items()}
+    aging = tuple(dict.fromkeys(METHODS.get(n.strip(), n.strip()) for n in text.split(",")
+                                if n.strip()))
+    if not aging:
+        raise ValueError("--methods names no method")
+    return tuple(paper_name[m] for m in aging if m in paper_name), aging
