@@ -6,9 +6,12 @@ Every default is the book's or the paper's value unless its comment says why it 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import types
+import typing
 
-from age_cgan.ages import DEFAULT_SPEC
+from age_cgan.ages import DEFAULT_SPEC, AgeBins
 
 STAGES = ("1", "2", "3")  # what --stage all runs; "fr" trains the face recogniser on its own
 
@@ -71,9 +74,29 @@ class TrainConfig:
             raise ValueError(f"--arch must be tutorial or lite, got {self.arch!r}")
         if self.mismatch_weight < 0:
             raise ValueError("--mismatch-weight must be at least 0")
+        self._check_ranges()
         self._check_devices()
         if self.image_size % 16:
             raise ValueError("--image-size must be a multiple of 16 (four stride-2 blocks)")
+
+    def _check_ranges(self):
+        """Every count at least 1, every rate above 0: a 0 would fail hours later (a modulo
+        by --checkpoint-every after the first step) or train nothing."""
+        for flag in ("image_size", "z_dim", "log_every", "sample_every", "checkpoint_every",
+                     "grid_rows", "stage2_pairs", "fr_input_size"):
+            if getattr(self, flag) < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got "
+                                 f"{getattr(self, flag)}")
+        for flag in ("lr_gan", "lr_encoder", "lr_identity", "lr_fr"):
+            if not 0 < getattr(self, flag) < math.inf:
+                raise ValueError(f"{flag} must be above 0, got {getattr(self, flag)}")
+        if self.epochs is not None and not 0 < self.epochs < math.inf:
+            raise ValueError(f"--epochs must be above 0, got {self.epochs}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if not 0 <= self.adversarial_weight < math.inf:
+            raise ValueError(f"adversarial_weight must be at least 0, got "
+                             f"{self.adversarial_weight}")
 
     def _check_devices(self):
         """"all" or a positive count that divides the (global) batch: the same faces per
@@ -109,3 +132,40 @@ class TrainConfig:
 
 #: The keys a run folder's config.json fixes for the networks; later stages must agree.
 NETWORK_KEYS = ("arch", "image_size", "z_dim", "age_bins", "fr_input_size")
+
+
+def _allowed(hint) -> tuple[type, ...] | None:
+    """The JSON types a field with type ``hint`` accepts (int for float), or None: unchecked."""
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    allowed = []
+    for kind in kinds:
+        if kind not in (str, int, float, bool, type(None)):
+            return None
+        allowed += [int, float] if kind is float else [kind]
+    return tuple(allowed)
+
+
+def check_stored(values: dict) -> None:
+    """Check a run folder's stored settings: each known key of the right JSON type and range.
+
+    Raises ValueError naming the key ("image_size must be an integer, not '64'"); unknown keys
+    (e.g. "backend") pass. The caller adds the file's name.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    known = {}
+    for key, value in values.items():
+        allowed = _allowed(hints[key]) if key in hints else None
+        if allowed is None:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                     type(None): "null"}
+            wanted = " or ".join(names[kind] for kind in allowed
+                                   if not (kind is int and float in allowed))
+            raise ValueError(f"{key} must be {wanted}, not {json.dumps(value)}")
+        known[key] = value
+    try:
+        TrainConfig(**known)
+        AgeBins.parse(known.get("age_bins", DEFAULT_SPEC))
+    except ValueError as error:
+        raise ValueError(f"invalid setting: {error}") from error

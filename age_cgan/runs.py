@@ -10,7 +10,13 @@ RUN/stage<N>/                    TensorBoard events, checkpoint.npz, samples/*.p
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
+import os
+import re
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +37,58 @@ WHICH_STAGE = {
 
 class RunFolderError(RuntimeError):
     """A run folder lacks what a stage or a tool needs; the message says what and how to fix."""
+
+
+class RunLocked(RunFolderError):
+    """Another live process is training in this run folder (it holds ``RUN/.lock``)."""
+
+
+#: Lock files this process holds: resolved run path -> [open file, nesting depth].
+_HELD_LOCKS: dict[str, list] = {}
+
+#: ``files.atomic_path``'s temporary names: ``.<stem>.<pid>-<8 hex>.tmp<suffix>``.
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]+)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def check_keras_file(path, what: str, fix: str) -> None:
+    """Raise RunFolderError when ``path`` is not a whole .keras file (a zip archive).
+
+    Keras reports a truncated file as "File not found"; this says what is wrong and ``fix``.
+    """
+    path = Path(path)
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                problem = f"its member {bad} is corrupt"
+    except zipfile.BadZipFile as error:
+        problem = f"it is not a whole .keras archive ({error}; truncated or overwritten?)"
+    except (OSError, EOFError) as error:
+        problem = f"it cannot be read ({type(error).__name__}: {error})"
+    if problem:
+        raise RunFolderError(f"{path} ({what}) is damaged: {problem}. {fix}")
+
+
+def holding_run_lock(function):
+    """Decorate ``function(run_dir, ...)`` to run under ``RunFolder(run_dir).lock()``."""
+
+    @functools.wraps(function)
+    def locked(run_dir, *args, **kwargs):
+        with RunFolder(run_dir).lock():
+            return function(run_dir, *args, **kwargs)
+
+    return locked
 
 
 def write_json_atomic(path, data) -> None:
@@ -71,18 +129,117 @@ class RunFolder:
 
     # --- config -------------------------------------------------------------------------------
     def read_config(self) -> dict:
+        """The stored config, checked: valid JSON, an object, each known key of the right type
+        and range (``config.check_stored``); a RunFolderError names the file and the key."""
         if not self.config_path.is_file():
             raise RunFolderError(
                 f"{self.path} is not a run folder (no config.json); train one with "
                 f"`python train.py --stage 1 --data PATH --run {self.path}`"
             )
-        return json.loads(self.config_path.read_text())
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunFolderError(
+                f"{self.config_path} is damaged: not valid JSON ({error}). Repair it by hand "
+                "(train.py wrote it with one key per line), or train into a new --run folder."
+            ) from error
+        if not isinstance(config, dict):
+            raise RunFolderError(f"{self.config_path} is damaged: it holds a JSON "
+                                 f"{type(config).__name__}, not an object of settings")
+        from age_cgan.config import check_stored
+
+        try:
+            check_stored(config)
+        except ValueError as error:
+            raise RunFolderError(f"{self.config_path}: {error}. Fix the value in the file, or "
+                                 "train into a new --run folder.") from error
+        return config
 
     def write_config(self, config: dict) -> None:
         write_json_atomic(self.config_path, config)
 
     def age_bins(self) -> AgeBins:
         return AgeBins.parse(self.read_config()["age_bins"])
+
+    # --- one writer at a time -----------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run folder for this process: an exclusive ``fcntl.flock`` on ``RUN/.lock``.
+
+        The OS releases it when the process ends, however it ends (kill -9 included), so a
+        stale lock never blocks a run. A second process is refused with RunLocked naming the
+        holder's PID; the same process may nest (train -> stage -> FR). On taking the lock,
+        temporary files left by dead processes (``.name.<pid>-<hex>.tmp.ext``) are removed.
+        Creates the folder; a folder this call created is removed again if the block fails
+        and left nothing but the lock.
+        """
+        key = str(self.path.resolve())
+        if key in _HELD_LOCKS:
+            _HELD_LOCKS[key][1] += 1
+            try:
+                yield self
+            finally:
+                _HELD_LOCKS[key][1] -= 1
+            return
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_path, "a+", encoding="ascii")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLocked(
+                f"{self.path} is in use: process {holder} is training in it (it holds "
+                f"{self.lock_path}). Wait for it to finish, stop it, or use another --run."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _HELD_LOCKS[key] = [handle, 1]
+        failed = True
+        try:
+            self.remove_dead_temporaries()
+            yield self
+            failed = False
+        finally:
+            del _HELD_LOCKS[key]
+            if failed and created and [p.name for p in self.path.iterdir()] == [".lock"]:
+                self.lock_path.unlink(missing_ok=True)
+                self.path.rmdir()
+            handle.close()  # releases the flock
+
+    def holder(self) -> int | None:
+        """The PID of another live process holding the lock, or None (nothing is written)."""
+        if not self.lock_path.is_file() or str(self.path.resolve()) in _HELD_LOCKS:
+            return None
+        with open(self.lock_path, encoding="ascii") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+        return None
+
+    def remove_dead_temporaries(self) -> list[Path]:
+        """Delete ``files.atomic_path`` temporaries in the run folder whose writer is dead.
+
+        A process killed while writing a checkpoint leaves one (hundreds of MB); a live
+        writer's (evaluate.py writing RUN/eval while training runs) is left alone.
+        """
+        removed = []
+        for path in self.path.rglob(".*.tmp*"):
+            match = _TEMP_NAME.match(path.name)
+            if match and path.is_file() and not _pid_alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     # --- networks -----------------------------------------------------------------------------
     def has_model(self, network: str) -> bool:
@@ -97,6 +254,8 @@ class RunFolder:
                 f"{path} is missing: the run folder {self.path} has no trained {network}. "
                 f"Run `python train.py --stage {stage} --run {self.path}` first."
             )
+        check_keras_file(path, network, f"Train it again: `python train.py --stage "
+                         f"{WHICH_STAGE.get(network, '?')} --run {self.path} --overwrite`.")
         import keras  # here, not at the top: reading a run's config needs no deep-learning stack
 
         from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)

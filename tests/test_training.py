@@ -1,6 +1,7 @@
 """Each stage for a few real steps on tiny data: events, checkpoints, resume, frozen networks."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -253,3 +254,181 @@ def test_dry_run_reports_the_plan_and_writes_nothing(trained_run, tiny_faces, tm
                 + common) == 0
     assert capsys.readouterr().out.splitlines()[2].split()[1] == "3-5"
     assert sorted(p.name for p in trained_run.rglob("*")) == before
+
+
+# --- run-folder integrity: nothing lost, nothing silently wrong ------------------------------
+
+def copy_run(trained_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(trained_run, tmp_path / "copy")
+
+
+def cli_args(run, data, cache, *more):
+    return ["--stage", "1", "--run", str(run), "--data", str(data), "--data-cache", str(cache),
+            "--batch-size", "4", "--image-size", "32", "--log-every", "1", "--sample-every", "2",
+            "--checkpoint-every", "2", "--no-progress", *more]
+
+
+def test_a_refused_command_leaves_the_run_folder_as_it_was(trained_run, tiny_faces, tmp_path,
+                                                           capsys):
+    from age_cgan.cli.train import main
+
+    run = copy_run(trained_run, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # stage 1 has a checkpoint: refused, and its config.json keeps its own batch size and seed
+    assert main(cli_args(run, tiny_faces, tmp_path / "cache", "--steps", "3", "--seed", "7",
+                         "--batch-size", "2")) == 1
+    assert "already has a checkpoint at step 2" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # a batch larger than the data: refused by --dry-run too, before anything is written
+    fresh = tmp_path / "fresh"
+    for extra in ([], ["--dry-run"]):
+        assert main(cli_args(fresh, tiny_faces, tmp_path / "cache", "--steps", "2",
+                             "--batch-size", "500", *extra)) == 1
+        assert "--batch-size 500 is larger than the" in capsys.readouterr().err
+        assert not fresh.exists()
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint-every", "--log-every", "--sample-every",
+                                  "--z-dim", "--epochs", "--steps", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_numeric_flags_are_bounded_before_any_work(flag, value, tmp_path, capsys):
+    from age_cgan.cli.train import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--stage", "1", "--run", str(tmp_path / "run"), flag, value])
+    assert stop.value.code == 2
+    assert f"{flag} must be" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+LOCK_HOLDER = """
+import sys, time
+from age_cgan.runs import RunFolder
+with RunFolder(sys.argv[1]).lock():
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_writer_is_refused_while_a_live_process_holds_the_run(tmp_path, tiny_faces,
+                                                                      capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from age_cgan.cli.train import main
+    from age_cgan.runs import RunLocked
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(RunLocked, match=f"process {holder.pid} is training in it"):
+            train(config_for(run, tiny_faces, tmp_path / "cache", stage="1", steps=2))
+        assert main(cli_args(run, tiny_faces, tmp_path / "cache", "--steps", "2")) == 1
+        assert f"process {holder.pid}" in capsys.readouterr().err
+        assert main(cli_args(run, tiny_faces, tmp_path / "cache", "--steps", "2",
+                             "--dry-run")) == 0  # the plan says so, and writes nothing
+        assert f"refused now: process {holder.pid}" in capsys.readouterr().out
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # the OS releases the lock of a killed process
+        holder.wait()
+    train(config_for(run, tiny_faces, tmp_path / "cache", stage="1", steps=2))
+    assert checkpoint_step(run / "stage1" / "checkpoint.npz") == 2
+
+
+SLOW_WRITER = """
+import sys, time
+from age_cgan.files import atomic_path
+with atomic_path(sys.argv[1]) as tmp, open(tmp, "wb") as handle:
+    handle.write(b"half a checkpoint" * 1000)
+    handle.flush()
+    print(tmp, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_temporaries_of_a_process_killed_while_writing_are_removed(trained_run, tiny_faces,
+                                                                   tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from age_cgan.files import atomic_path
+
+    run = copy_run(trained_run, tmp_path)
+    checkpoint = run / "stage1" / "checkpoint.npz"
+    good = checkpoint.read_bytes()
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(checkpoint)],
+                              stdout=subprocess.PIPE, text=True)
+    temporary = Path(writer.stdout.readline().strip())
+    os.kill(writer.pid, signal.SIGKILL)  # kill -9 in the middle of the write
+    writer.wait()
+    assert temporary.is_file() and checkpoint.read_bytes() == good  # the old file, whole
+    with atomic_path(run / "eval" / "live.json") as live:  # a live writer's temporary stays
+        live.write_text("{}")
+        with RunFolder(run).lock():
+            assert not temporary.exists()
+            assert live.exists()
+    assert checkpoint_step(checkpoint) == 2
+
+
+def test_damaged_checkpoint_is_named_and_overwrite_starts_over(trained_run, tiny_faces,
+                                                               tmp_path, capsys):
+    from age_cgan.cli.train import main
+
+    run = copy_run(trained_run, tmp_path)
+    checkpoint = run / "stage1" / "checkpoint.npz"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    args = cli_args(run, tiny_faces, tmp_path / "cache", "--steps", "4")
+    for extra in (["--resume"], []):
+        assert main(args + extra) == 1
+        err = capsys.readouterr().err
+        assert f"{checkpoint} is damaged: not a whole .npz archive" in err and "--overwrite" in err
+        assert "Traceback" not in err
+    assert main(args + ["--resume", "--dry-run"]) == 0
+    assert f"refused: {checkpoint} is damaged" in capsys.readouterr().out
+    assert main(args + ["--overwrite"]) == 0
+    assert checkpoint_step(checkpoint) == 4
+    assert sorted(losses_by_step(run, 1)) == [1, 2, 3, 4]  # the old run's lines are gone
+
+
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(trained_run, tiny_faces, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    metrics = run / "stage1" / "metrics.jsonl"
+    with metrics.open("a") as handle:  # what a process killed at step 3 left (checkpoint: 2)
+        handle.write(json.dumps({"step": 3, "stage1/loss/d": 9.0}) + "\n" + '{"step": 4, "st')
+    train(config_for(run, tiny_faces, tmp_path / "cache", stage="1", steps=4, resume=True))
+    steps = [json.loads(line)["step"] for line in metrics.open()]
+    assert steps == [1, 2, 3, 4]
+    assert losses_by_step(run, 1)[3]["stage1/loss/d"] != 9.0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"image_size": 32, "age_bins": ', "is damaged: not valid JSON"),
+    ('[1, 2]', "is damaged: it holds a JSON list"),
+    ('{"image_size": "64"}', 'image_size must be an integer, not "64"'),
+    ('{"age_bins": 42}', "age_bins must be a string, not 42"),
+    ('{"age_bins": "60-20"}', "invalid setting"),
+    ('{"z_dim": 0}', "--z-dim must be at least 1"),
+])
+def test_config_json_is_checked_with_the_file_and_key_named(tmp_path, text, expected):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(RunFolderError, match="config.json") as error:
+        RunFolder(tmp_path).read_config()
+    assert expected in str(error.value)
+
+
+def test_a_damaged_keras_file_is_reported_as_damaged(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    model = run / "models" / "generator.keras"
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(RunFolderError, match="generator.keras \\(generator\\) is damaged") as error:
+        RunFolder(run).load_model("generator")
+    assert "--stage 1" in str(error.value) and "--overwrite" in str(error.value)

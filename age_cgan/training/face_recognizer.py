@@ -37,9 +37,9 @@ from keras import ops
 from age_cgan import networks
 from age_cgan.data import normalize
 from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD, find_teacher_file, teacher_descriptors
-from age_cgan.runs import RunFolder, RunFolderError, write_json_atomic
+from age_cgan.runs import RunFolder, RunFolderError, holding_run_lock, write_json_atomic
 from age_cgan.training.bridge import BACKEND, Step, Update
-from age_cgan.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
+from age_cgan.training.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 
 STAGE = "fr"
 NETWORK = "face_recognizer"
@@ -350,6 +350,7 @@ def _loop(run, step_fn, model, optimizer, sampler, checkpoint, start, steps, log
                save=save, before_final=recalibrate if recalibrate_batches else None)
 
 
+@holding_run_lock  # its caller train() may hold it already: the lock nests
 def train_face_recognizer(
     run_dir,
     dataset=None,
@@ -407,7 +408,9 @@ def train_face_recognizer(
         dataset = load_dataset_for_run(config, None, progress)
     teacher, identity, use_identity = _targets(dataset, teacher_file, identity_weight)
     checkpoint = run.stage_dir(STAGE) / "checkpoint.npz"
-    stored_step = checkpoint_step(checkpoint)
+    stored_step, damage = checkpoint_state(checkpoint)
+    if damage is not None and not overwrite:
+        raise damage
     if stored_step is not None and not resume and not overwrite:
         raise RunFolderError(f"stage fr of {run.path} already has a checkpoint at step "
                              f"{stored_step}: pass resume=True (--resume) or overwrite=True")

@@ -71,11 +71,41 @@ class EventWriter:
         self._writer.close()
 
 
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop the lines of ``metrics.jsonl`` after ``step``; returns how many were dropped.
+
+    A stage resumed from its checkpoint at ``step`` logs the steps after it again; the lines a
+    killed process wrote past its last checkpoint would otherwise appear twice (and a stage
+    started over would append to its old run). A torn last line is dropped too.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        from age_cgan.files import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return dropped
+
+
 class StageLogger:
-    def __init__(self, logdir):
+    def __init__(self, logdir, start: int = 0):
+        """Log into ``logdir``; ``metrics.jsonl`` keeps only the steps up to ``start`` (the
+        step the stage starts from) before new lines are appended."""
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._writer = EventWriter(self.logdir)
+        truncate_metrics(self.logdir / "metrics.jsonl", start)
         self._jsonl = open(self.logdir / "metrics.jsonl", "a", encoding="utf-8")
 
     def scalars(self, step: int, values: dict) -> None:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
 from age_cgan.runs import RunFolder, RunFolderError, load_dataset_for_run
 from age_cgan.training.bridge import BACKEND, Step
-from age_cgan.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
+from age_cgan.training.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from age_cgan.training.logging import StageLogger
 from age_cgan.training.stages import (RUN_FR, STAGE_CLASSES, face_recognizer_weights,
                                       missing_models)
@@ -111,22 +111,53 @@ def _prepare(config: TrainConfig):
     dataset = None
     if any(s == "fr" or STAGE_CLASSES[s].needs_data for s in stages):
         dataset = load_data(config)
+        _check_batch(config, dataset, stages)
     return config, run, stages, dataset
 
 
-def train(config: TrainConfig) -> dict:
-    """Run ``config.stage`` (or all stages) and return the last scalar window of each stage."""
-    config, run, stages, dataset = _prepare(config)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    run.path.mkdir(parents=True, exist_ok=True)
-    stored = run.read_config() if run.config_path.is_file() else {}
-    run.write_config({**stored, **{k: v for k, v in config.to_dict().items()}, "backend": BACKEND})
-    results = {}
+def _check_batch(config: TrainConfig, dataset, stages) -> None:
+    """A batch must fit in the training faces (the sampler draws without replacement)."""
+    train_size = len(dataset.train())
+    if any(s != "2" for s in stages) and config.batch_size > train_size:
+        raise ValueError(
+            f"--batch-size {config.batch_size} is larger than the {train_size} training faces "
+            f"of {config.data}: pass --batch-size {train_size} or less, or more data")
+
+
+def _check_checkpoints(run: RunFolder, stages, config: TrainConfig) -> None:
+    """Refuse before anything is written: a stage with a checkpoint needs --resume or
+    --overwrite, and a damaged checkpoint can only be started over (--overwrite)."""
     for stage in stages:
-        run_one = train_face_recognizer_stage if stage == "fr" else run_stage
-        results[stage] = run_one(config, stage, dataset)
-    return results
+        path = run.stage_dir(stage) / "checkpoint.npz"
+        step, damage = checkpoint_state(path)
+        if damage is not None and not config.overwrite:
+            raise damage
+        if step is not None and not (config.resume or config.overwrite):
+            raise RunFolderError(
+                f"stage {stage} of {config.run} already has a checkpoint at step {step} "
+                f"({path}). Pass --resume to continue it, or --overwrite to start the stage "
+                "again.")
+
+
+def train(config: TrainConfig) -> dict:
+    """Run ``config.stage`` (or all stages) and return the last scalar window of each stage.
+
+    Everything is checked before the run folder is written (its config, the stage order, the
+    checkpoints, the data and the batch size), under the run folder's lock (RunFolder.lock):
+    a refused command leaves the folder as it was, and a second trainer is refused.
+    """
+    with RunFolder(config.run).lock():
+        config, run, stages, dataset = _prepare(config)
+        _check_checkpoints(run, stages, config)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        stored = run.read_config() if run.config_path.is_file() else {}
+        run.write_config({**stored, **config.to_dict(), "backend": BACKEND})
+        results = {}
+        for stage in stages:
+            run_one = train_face_recognizer_stage if stage == "fr" else run_stage
+            results[stage] = run_one(config, stage, dataset)
+        return results
 
 
 def plan(config: TrainConfig) -> list[dict]:
@@ -140,11 +171,15 @@ def plan(config: TrainConfig) -> list[dict]:
     config, run, stages, dataset = _prepare(config)
     train_size = None if dataset is None else len(dataset.train())
     rows = []
+    holder = run.holder()
     for name in stages:
         total = config.total_steps(name, train_size)
-        stored = checkpoint_step(run.stage_dir(name) / "checkpoint.npz")
+        stored, damage = checkpoint_state(run.stage_dir(name) / "checkpoint.npz")
         start, note = 0, ""
-        if stored is not None and config.resume:
+        if damage is not None:
+            note = ("starts over its damaged checkpoint (--overwrite)" if config.overwrite
+                    else f"refused: {damage}")
+        elif stored is not None and config.resume:
             start = min(stored, total)
         elif stored is not None and not config.overwrite:
             note = f"refused: a checkpoint at step {stored} exists; pass --resume or --overwrite"
@@ -152,6 +187,9 @@ def plan(config: TrainConfig) -> list[dict]:
             note = f"starts over its checkpoint at step {stored} (--overwrite)"
         if name == "3":
             note = "; ".join(filter(None, [note, "FR: " + _fr_source(run, config)]))
+        if holder is not None:
+            note = "; ".join(filter(None, [f"refused now: process {holder} is training in "
+                                           "this run folder", note]))
         images = (total - start) * config.batch_size
         epochs = None if name == "2" or not train_size else images / train_size
         rows.append({"stage": name, "start": start, "total": total,
@@ -254,7 +292,7 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
     step is checkpointed (so ``--resume`` continues exactly) and ``TrainingInterrupted`` is
     raised.
     """
-    logger = StageLogger(logdir)
+    logger = StageLogger(logdir, start=start)
     if config_text:
         logger.text(0, f"stage{name}/config", config_text)
     history, window = [], []
@@ -299,7 +337,13 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
 
 
 def _restore(config, stage, step_fn, checkpoint, trained) -> int:
-    stored_step = checkpoint_step(checkpoint)
+    stored_step, damage = checkpoint_state(checkpoint)
+    if damage is not None:
+        if not config.overwrite:
+            raise damage
+        if config.progress:
+            print(f"starting stage {stage.name} over its damaged {checkpoint} (--overwrite)")
+        return 0
     if stored_step is None:
         if config.resume and config.progress:
             print(f"no checkpoint at {checkpoint}: stage {stage.name} starts at step 0")

@@ -68,6 +68,11 @@ def format_recipe_plan(name: str, base: TrainConfig) -> str:
 
 def run_recipe(name: str, base: TrainConfig) -> dict:
     """Train every stage of recipe ``name`` in order; returns the wall-time record."""
+    with RunFolder(base.run).lock():  # one writer for the whole recipe, between stages too
+        return _run_stages(name, base)
+
+
+def _run_stages(name: str, base: TrainConfig) -> dict:
     from age_cgan.training.loop import train
 
     run = RunFolder(base.run)
