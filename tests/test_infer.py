@@ -298,3 +298,31 @@ def test_explicit_network_files(run, tmp_path, capsys):
     assert main([str(PORTRAIT), "--encoder", str(encoder), "--generator",
                  str(tmp_path / "broken.keras"), "--out", str(out)]) == 2
     assert "cannot load" in capsys.readouterr().err
+
+
+def test_outputs_never_replace_inputs_and_are_checked_before_the_work(run, tmp_path, capsys):
+    photo = tmp_path / "me.png"
+    Image.open(PORTRAIT).save(photo)
+    original = photo.read_bytes()
+    assert main([str(photo), "--run", str(run.path), "--out", str(photo)]) == 2
+    assert "is a photo this command reads" in capsys.readouterr().err
+    assert photo.read_bytes() == original
+    # --out is the photos' folder: the second run does not age the first run's grids
+    for _ in range(2):
+        assert main([str(tmp_path), "--run", str(run.path), "--out", str(tmp_path),
+                     "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["me.png", "me_aged.png"]
+    # outputs that cannot be written stop the command before any face is made
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for flags in (["--out", str(blocker / "out")], ["--json", str(blocker / "log.jsonl")]):
+        assert main([str(photo), "--run", str(run.path), "--no-progress",
+                     "--out", str(tmp_path / "o.png"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write the output" in err and "a_file is a file" in err, err
+        assert not (tmp_path / "o.png").exists()
+    # a --json in a folder that does not exist yet is made, like --out's
+    log = tmp_path / "new" / "log.jsonl"
+    assert main([str(photo), "--run", str(run.path), "--no-progress", "--out",
+                 str(tmp_path / "o.png"), "--json", str(log)]) == 0
+    assert json.loads(log.read_text())["photo"] == str(photo)
