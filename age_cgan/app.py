@@ -310,8 +310,8 @@ def build_page(app: AgingApp, model_name: str):
                 ages = gr.CheckboxGroup(labels, value=labels, label="Target ages",
                                         elem_id="ages")
                 method = gr.Radio(methods, value=methods[0], label="Method (per photo)",
-                                  info="none: the encoder alone (fastest); pixel / identity: "
-                                  "refine z for this face first (slower, closer to it)",
+                                  info="none: the encoder alone (fastest); the others fit "
+                                  "the model to this face first (slower, closer to it)",
                                   elem_id="method")
                 face = gr.Dropdown([("face 1", 0)], value=0, label="Face", visible=False,
                                    elem_id="face")
