@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also write each image of a grid as its own PNG in a folder beside it")
     p.add_argument("--json", metavar="FILE", help="append one JSON line per face to FILE "
                    "('-' for standard output)")
+    p.add_argument("--score", action="store_true", help="judge each aged face as evaluate.py "
+                   "does (needs pip install \"age-cgan[eval]\"): dlib distance to the input "
+                   "crop, same person (< 0.6) yes/no, estimated age; printed, and in --json")
     p.add_argument("--zoom", type=int, default=2, help="enlarge the grid's images this many "
                    "times (1 = the model's size)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -167,6 +170,7 @@ def _load(args):
 
     from age_cgan.pretrained import verified_run
 
+    args.judges = _score_judges() if args.score else None  # a missing extra fails first
     run = args.run
     if args.model is not None or (run is None and not (args.encoder and args.generator)):
         run = verified_run(args.model)  # the shipped model unless --model names another
@@ -209,15 +213,43 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
                   "box": face.box.as_list(), "crop_box": face.crop_box.as_list(),
                   "detector_score": round(face.score, 3), **paths, **aged.record(),
                   "seconds_total": round(time.perf_counter() - start, 3)}
+        if args.judges:
+            record["score"] = _score(aged, args.judges, models.bins)
         moved = (f"  ({args.optimize}: loss {record['loss_start']:.4f} -> "
                  f"{record['loss_end']:.4f}, z moved {record['z0_distance']:.3f})"
                  if aged.loss_history else "")
         print(f"{photo} face {index + 1}/{len(faces)} -> {paths['grid']}{moved}",
               file=sys.stderr if log is sys.stdout else sys.stdout)
+        for verdict in record.get("score", []):
+            print(f"  {verdict['age']}: dlib distance {verdict['distance']:.3f}, same person: "
+                  f"{'yes' if verdict['same_person'] else 'no'}; estimated age "
+                  f"{verdict['estimated_age']:.0f} ({'in' if verdict['in_category'] else 'not in'}"
+                  f" {verdict['age']})", file=sys.stderr if log is sys.stdout else sys.stdout)
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()
     return len(faces)
+
+
+def _score_judges():
+    """(dlib's verifier, the age estimator) for --score; JudgeUnavailable (an ImportError)
+    names the extra to install."""
+    from age_cgan.judges import AgeEstimator, FaceVerifier
+
+    return FaceVerifier(), AgeEstimator()
+
+
+def _score(aged, judges, bins) -> list[dict]:
+    """The judges' verdict on each aged face of one input (``judges.judge_aged``: distance to
+    the input crop, same person, estimated age), with its category and whether the estimate
+    falls in it."""
+    from age_cgan.judges import judge_aged
+
+    verdicts = judge_aged(aged.face, aged.aged, *judges)
+    for verdict, label, category in zip(verdicts, aged.labels, aged.categories):
+        verdict["age"] = label
+        verdict["in_category"] = bool(bins.category(verdict["estimated_age"]) == category)
+    return verdicts
 
 
 def _summary(written: int, photos: list, failures: list) -> int:
