@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
                    "infer.py then use")
     p.add_argument("--recipe", choices=["lite"],
                    help="train a whole model by a fixed recipe instead of one --stage: lite = "
-                   "the shipped CPU model (--arch lite; stages 1, 2, fr, 3; ~75 min on 2 CPU "
+                   "the shipped CPU model (--arch lite; stages 1, 2, fr, 3; ~86 min on 2 CPU "
                    "cores). With --dry-run it prints the plan and the expected time; cut off, "
                    "continue it with the same command and --resume")
     p.add_argument("--data", help="UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age "

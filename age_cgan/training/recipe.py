@@ -2,7 +2,7 @@
 
 ``lite`` is the model shipped in ``age_cgan/pretrained/``: the CPU-sized networks
 (``networks.ARCHITECTURES["lite"]``) trained on UTKFace at 64 px on a 2-core CPU, all stages in
-about 75 minutes (budget: 150). Each stage runs as ``train.py --stage N`` would, with the steps
+86 minutes of wall time (budget: 150). Each stage runs as ``train.py --stage N`` would, with the steps
 and settings below; ``resume=True`` continues a stage from its checkpoint and passes over a
 finished one, so a recipe cut off at any point is continued by the same command with
 ``--resume``. Wall time per stage and in all goes to ``RUN/recipe.json``.
@@ -17,15 +17,17 @@ import time
 from age_cgan.config import TrainConfig
 from age_cgan.runs import RunFolder, write_json_atomic
 
-#: Seconds per step of each lite stage at batch 64, measured on the 2-core development CPU
-#: with TensorFlow (the faster backend there); the dry run's time estimate comes from these.
-LITE_SECONDS_PER_STEP = {"1": 0.30, "2": 0.08, "fr": 0.16, "3": 0.22}
+#: Seconds per step of each lite stage at batch 64 (wall time, start-up and saving included),
+#: from the recipe.json of the shipped model's run on the 2-core development CPU with
+#: TensorFlow (the faster backend there), which shared the CPU with other work at times; the
+#: dry run's time estimate comes from these.
+LITE_SECONDS_PER_STEP = {"1": 0.327, "2": 0.128, "fr": 0.36, "3": 0.42}
 
 RECIPES = {
     "lite": {
         "common": {"arch": "lite", "batch_size": 64, "mismatch_weight": 1.0,
                    "checkpoint_every": 500, "sample_every": 500, "log_every": 50},
-        # (stage, its own settings); stage 1 ~32 epochs of UTKFace's 20k training faces.
+        # (stage, its own settings); stage 1: 32 epochs of UTKFace's 19,946 training faces.
         "stages": [("1", {"steps": 10000}),
                    ("2", {"steps": 3000}),  # 192k fresh (z, y) pairs (paper: 100k)
                    ("fr", {"steps": 3000}),  # ~9.5 epochs of dlib distillation
