@@ -78,7 +78,7 @@ def _conv_block(x, filters, kernel, strides, batch_norm, name, momentum=0.99):
 #: generator base with three 3x3 blocks that each see the age again (conditioning the CPU-sized
 #: generator can not learn to ignore), an encoder without the 4096-unit layer, a discriminator of
 #: half the width, and a small CNN face recogniser on the 64 px face instead of InceptionResNetV2
-#: at 160 px. Encoder + generator: about 2.6M parameters (the tutorial's: 53M).
+#: at 160 px. Encoder + generator: 4.4M parameters (the tutorial's: 53M).
 ARCHITECTURES = {
     "tutorial": {
         "encoder": {"filters": (32, 64, 128, 256), "kernel": 5, "fc_units": 4096},

@@ -1,0 +1,89 @@
+"""The CPU-sized architecture (--arch lite), D's wrong-age term, and the lite recipe."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from age_cgan import networks
+from age_cgan.config import TrainConfig
+from conftest import TINY, make_face_folder
+
+
+def test_lite_sizes_fit_the_cpu_budget():
+    e, g = networks.build_encoder(arch="lite"), networks.build_generator(arch="lite")
+    d, fr = networks.build_discriminator(arch="lite"), networks.build_face_recognizer(arch="lite")
+    assert (e.count_params(), g.count_params(), d.count_params(), fr.count_params()) == (
+        3_230_884, 1_166_947, 397_761, 1_700_512)
+    assert e.count_params() + g.count_params() <= 8_000_000  # issue: E + G at most 8M
+    z = np.random.default_rng(0).standard_normal((2, 100)).astype("float32")
+    ages = np.eye(6, dtype="float32")[[0, 5]]
+    image = np.asarray(g([z, ages], training=False))
+    assert image.shape == (2, 64, 64, 3) and np.abs(image).max() <= 1.0
+    assert np.asarray(fr(image)).shape == (2, 128)
+    # the age reaches every generator block: the same z at two ages differs
+    same_z = np.repeat(z[:1], 2, axis=0)
+    two = np.asarray(g([same_z, ages], training=False))
+    assert np.abs(two[0] - two[1]).mean() > 1e-3
+
+
+def test_lite_face_recognizer_has_no_pretrained_backbone():
+    with pytest.raises(ValueError, match="no pretrained backbone"):
+        networks.build_face_recognizer(arch="lite", weights="imagenet")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        networks.build_encoder(arch="huge")
+    with pytest.raises(ValueError, match="--arch"):
+        TrainConfig(arch="huge")
+
+
+def test_lite_stage1_with_the_wrong_age_term(tiny_faces, tmp_path):
+    from age_cgan.training.loop import train
+
+    run = tmp_path / "lite"
+    train(TrainConfig(stage="1", data=str(tiny_faces), run=str(run), steps=2, arch="lite",
+                      mismatch_weight=1.0, data_cache=str(tmp_path / "cache"), **TINY))
+    rows = [json.loads(line) for line in (run / "stage1" / "metrics.jsonl").open()]
+    assert all(0.0 < row["stage1/d/p_wrong_age"] < 1.0 for row in rows)
+    assert json.loads((run / "config.json").read_text())["arch"] == "lite"
+    # later stages take the run's architecture without being told
+    from age_cgan.runs import RunFolder
+
+    train(TrainConfig(stage="2", run=str(run), steps=2, **TINY))
+    encoder = RunFolder(run).load_model("encoder")
+    assert encoder.count_params() == networks.build_encoder(32, 100, "lite").count_params()
+
+
+def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
+    from age_cgan.training import recipe
+
+    # 32 px faces with a stand-in teacher beside them, for the FR stage
+    faces = make_face_folder(tmp_path / "UTKFace", count=24, size=32)
+    names = sorted(p.name for p in faces.glob("*.jpg"))
+    np.savez(faces / "dlib_descriptors.npz", filenames=np.array(names),
+             descriptors=np.random.default_rng(0).normal(size=(len(names), 128)).astype("float32"))
+
+    quick = copy.deepcopy(recipe.RECIPES["lite"])
+    quick["stages"] = [(stage, {"steps": 2}) for stage, _ in quick["stages"]]
+    quick["common"] = {**quick["common"], "batch_size": 4, "checkpoint_every": 1,
+                       "sample_every": 2, "log_every": 1}
+    monkeypatch.setitem(recipe.RECIPES, "lite", quick)
+    base = TrainConfig(run=str(tmp_path / "run"), data=str(faces), progress=False,
+                       image_size=32, grid_rows=2, data_cache=str(tmp_path / "cache"))
+    plan = recipe.format_recipe_plan("lite", base)
+    assert "recipe lite: 4 stages" in plan and "expected" in plan and "arch=lite" in plan
+    assert not (tmp_path / "run").exists()  # the dry run writes nothing
+    record = recipe.run_recipe("lite", base)
+    assert set(record["stages"]) == {"1", "2", "fr", "3"}
+    assert all(s["wall_seconds"] > 0 for s in record["stages"].values())
+    models = sorted(p.name for p in (tmp_path / "run" / "models").iterdir())
+    assert models == ["discriminator.keras", "encoder.keras", "face_recognizer.keras",
+                      "generator.keras"]
+    # the same command again refuses (checkpoints exist); with --resume it passes over
+    # the finished stages and adds their (short) times
+    from age_cgan.runs import RunFolderError
+
+    with pytest.raises(RunFolderError):
+        recipe.run_recipe("lite", base)
+    again = recipe.run_recipe("lite", base.replace(resume=True))
+    assert again["total_wall_seconds"] >= record["total_wall_seconds"]
