@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
                    "(aged real faces) all of them")
     p.add_argument("--no-aging", dest="aging", action="store_false",
                    help="leave out the aging section (test faces aged to every other category)")
+    p.add_argument("--strength", type=float, default=1.0, help="how much of G's age change "
+                   "the difference method adds to the photo (default: 1)")
     p.add_argument("--pixel-steps", type=int, help="Adam steps per face for z*_pixel "
                    "(default: infer.py's)")
     p.add_argument("--identity-steps", type=int, help="Adam steps per face for z*_IP "
@@ -143,6 +145,7 @@ def settings_from_args(args) -> EvalSettings:
     return EvalSettings(per_age=per_age, limit=args.limit, methods=methods,
                         aging_methods=aging_methods if args.aging else (),
                         pixel_steps=args.pixel_steps, identity_steps=args.identity_steps,
+                        strength=args.strength,
                         pairs=args.pairs, pairs_limit=args.pairs_limit, seed=args.seed,
                         batch_size=args.batch_size, progress=args.progress)
 

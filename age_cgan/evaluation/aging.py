@@ -69,10 +69,11 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
         step = settings.batch_size
         out.append(np.concatenate([
             models.images_from_latents(faces[i:i + step], z[i:i + step], sources[i:i + step],
-                                       method)
+                                       method, strength=settings.strength)
             for i in range(0, len(faces), step)]))
         info[method] = {"title": METHOD_TITLES.get(method, method),
                         "latent": LATENT_MODE.get(method, method), "latent_reused": reused,
+                        "strength": settings.strength if method == "difference" else None,
                         "seconds": time.perf_counter() - t}
         if losses is not None and not reused:
             info[method].update(steps=int(len(losses) - 1),
