@@ -4,7 +4,9 @@ uploads a photo, waits for the aged faces and saves a screenshot.
 
 The served model is a run of stages 1 and 2, 2 steps each, at 32 px: the page's
 behaviour does not depend on how well it was trained. Set AGE_CGAN_APP_SCREENSHOT=PATH to keep
-the browser test's screenshot (the README's docs/app.png comes from there).
+the browser test's screenshot, and AGE_CGAN_APP_MODEL=FOLDER to serve a packaged model instead
+(the README's docs/app.png: AGE_CGAN_APP_MODEL=age_cgan/pretrained/lite
+AGE_CGAN_APP_SCREENSHOT=docs/app.png python -m pytest tests/test_app.py -k real_browser).
 """
 
 import json
@@ -107,9 +109,12 @@ def server(app_run, tmp_path_factory):
     env.update(TMPDIR=str(tmp), TF_CPP_MIN_LOG_LEVEL="3")
     log = tmp.parent / f"{tmp.name}.log"
     with open(log, "w") as out:
+        # AGE_CGAN_APP_MODEL=FOLDER serves a packaged model instead (for the README's picture)
+        model = os.environ.get("AGE_CGAN_APP_MODEL")
+        serve = ["--model", model] if model else ["--run", str(app_run)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "age_cgan.app", "--run", str(app_run), "--port",
-             str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "age_cgan.app", *serve, "--port", str(port)], cwd=REPO,
+            env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(process, url, log)

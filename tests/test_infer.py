@@ -154,7 +154,7 @@ def test_age_every_category(models, face):
 def test_missing_face_recognizer_is_built_with_a_warning(run, monkeypatch):
     calls = []
 
-    def fake_build(image_size, weights=None, input_size=160):
+    def fake_build(image_size, weights=None, input_size=160, arch="tutorial"):
         calls.append((image_size, weights, input_size))
         return tiny_face_recognizer(image_size)
 

@@ -40,6 +40,7 @@ from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD, find_teacher_file, 
 from age_cgan.runs import RunFolder, RunFolderError, holding_run_lock, write_json_atomic
 from age_cgan.training.bridge import BACKEND, Step, Update
 from age_cgan.training.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from age_cgan.training.devices import placement as device_placement
 
 STAGE = "fr"
 NETWORK = "face_recognizer"
@@ -381,6 +382,7 @@ def train_face_recognizer(
     progress: bool = True,
     jit: bool = True,
     model: keras.Model | None = None,
+    devices=1,
 ) -> dict:
     """Train FR in ``run_dir`` and save ``models/face_recognizer.keras``; returns the summary.
 
@@ -399,6 +401,9 @@ def train_face_recognizer(
       averages at the end (see ``recalibrate_batch_norm``); 0 keeps the moving averages.
     resume / overwrite: continue from ``stagefr/checkpoint.npz`` / start over it.
     model: a prebuilt image -> unit-embedding model instead of building one (tests).
+    devices: "all" or N local devices, data parallel (training.devices). On TensorFlow each
+      replica computes the relational and triplet terms over its own rows (they compare faces
+      within a batch); on JAX, and for the cosine term, it is the whole batch's loss.
     """
     run = RunFolder(run_dir)
     config = run.read_config() if run.config_path.is_file() else {}
@@ -420,16 +425,19 @@ def train_face_recognizer(
     weights = None if weights in (None, "none") else weights
     input_size = int(input_size or config.get("fr_input_size") or networks.FR_INPUT_SIZE)
     freeze = (weights is not None) if freeze_backbone is None else bool(freeze_backbone)
+    placement = device_placement(devices, batch_size)
     keras.utils.set_random_seed(seed)
-    if model is None:
-        model = networks.build_face_recognizer(dataset.image_size, weights, input_size,
-                                               arch=config.get("arch", "tutorial"))
-    if freeze:
-        _freeze(model, train_backbone_layers)
-    optimizer = keras.optimizers.Adam(learning_rate, name="adam_face_recognizer")
-    loss = make_fr_loss(distill_weight, relation_weight, identity_weight if use_identity else 0,
-                        margin)
-    step_fn = Step({NETWORK: model}, {NETWORK: optimizer}, [Update(NETWORK, loss)], jit=jit)
+    with placement.scope():  # replicated variables when several devices
+        if model is None:
+            model = networks.build_face_recognizer(dataset.image_size, weights, input_size,
+                                                   arch=config.get("arch", "tutorial"))
+        if freeze:
+            _freeze(model, train_backbone_layers)
+        optimizer = keras.optimizers.Adam(learning_rate, name="adam_face_recognizer")
+        loss = make_fr_loss(distill_weight, relation_weight,
+                            identity_weight if use_identity else 0, margin)
+        step_fn = Step({NETWORK: model}, {NETWORK: optimizer}, [Update(NETWORK, loss)], jit=jit,
+                       placement=placement)
     train_rows = ~dataset.is_test & (teacher.found | (identity >= 0))
     sampler = FRBatches(dataset.images, np.flatnonzero(train_rows), teacher.targets,
                         teacher.found, identity, batch_size, seed, flip, pk=use_identity)
@@ -447,7 +455,8 @@ def train_face_recognizer(
     # --- resume or measure the starting point ----------------------------------------------
     start, initial = 0, None
     if resume and stored_step is not None:
-        start, state, _ = load_checkpoint(checkpoint, {NETWORK: model}, {NETWORK: optimizer})
+        with placement.scope():
+            start, state, _ = load_checkpoint(checkpoint, {NETWORK: model}, {NETWORK: optimizer})
         sampler.set_state(state["sampler"])
         initial = state.get("initial")
         step_fn.reset()

@@ -20,7 +20,8 @@ from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
 from age_cgan.runs import RunFolder, RunFolderError, load_dataset_for_run
 from age_cgan.training.bridge import BACKEND, Step
 from age_cgan.training.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
-from age_cgan.training.logging import StageLogger
+from age_cgan.training.devices import device_count, is_chief, placement as device_placement
+from age_cgan.training.logging import NullLogger, StageLogger
 from age_cgan.training.stages import (RUN_FR, STAGE_CLASSES, face_recognizer_weights,
                                       missing_models)
 
@@ -108,6 +109,7 @@ def _prepare(config: TrainConfig):
     run = RunFolder(config.run)
     stages = STAGES if config.stage == "all" else (config.stage,)
     _check_ready(run, stages, config)
+    device_count(config.devices, config.batch_size)  # an uneven split fails before any work
     dataset = None
     if any(s == "fr" or STAGE_CLASSES[s].needs_data for s in stages):
         dataset = load_data(config)
@@ -146,13 +148,16 @@ def train(config: TrainConfig) -> dict:
     checkpoints, the data and the batch size), under the run folder's lock (RunFolder.lock):
     a refused command leaves the folder as it was, and a second trainer is refused.
     """
-    with RunFolder(config.run).lock():
+    # Several hosts: process 0 holds the lock and writes; the others only train.
+    with RunFolder(config.run).lock() if is_chief() else contextlib.nullcontext():
         config, run, stages, dataset = _prepare(config)
         _check_checkpoints(run, stages, config)
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         stored = run.read_config() if run.config_path.is_file() else {}
-        run.write_config({**stored, **config.to_dict(), "backend": BACKEND})
+        if is_chief():
+            run.write_config({**stored, **config.to_dict(), "backend": BACKEND,
+                              "device_count": device_count(config.devices)})
         results = {}
         for stage in stages:
             run_one = train_face_recognizer_stage if stage == "fr" else run_stage
@@ -231,6 +236,7 @@ def train_face_recognizer_stage(config: TrainConfig, stage_name: str, dataset) -
         input_size=config.fr_input_size, weights=weights, log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, resume=config.resume,
         overwrite=config.overwrite, seed=config.seed, progress=config.progress,
+        devices=config.devices,
     )
     if config.progress:
         print(f"stage fr: agreement with the teacher on held-out faces: {summary['agreement']}")
@@ -256,32 +262,37 @@ def _check_ready(run, stages, config):
 def run_stage(config: TrainConfig, stage_name: str, dataset=None) -> dict:
     """Train one stage to its total steps; returns the means of the last logged window."""
     run = RunFolder(config.run)
+    devices = device_placement(config.devices, config.batch_size)
     keras.utils.set_random_seed(config.seed)  # network initialisation (and dropout seeds)
-    stage = STAGE_CLASSES[stage_name](config, run, dataset)
-    step_fn = Step(stage.models, stage.optimizers, stage.updates)
+    with devices.scope():  # variables replicated on every device (one device: no-op)
+        stage = STAGE_CLASSES[stage_name](config, run, dataset)
+        step_fn = Step(stage.models, stage.optimizers, stage.updates, placement=devices)
     checkpoint = run.stage_dir(stage_name) / "checkpoint.npz"
     trained = {name: stage.models[name] for name in stage.trained}
-    start = _restore(config, stage, step_fn, checkpoint, trained)
+    with devices.scope():
+        start = _restore(config, stage, step_fn, checkpoint, trained)
     total = config.total_steps(stage_name, None if dataset is None else len(dataset.train()))
 
     def save(step):
-        save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(), stage.fixed)
+        if devices.is_chief:
+            save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(),
+                            stage.fixed)
 
     history = fit(
         step_fn, stage.next_batch, name=stage_name, logdir=run.stage_dir(stage_name),
         start=start, total=total, batch_size=config.batch_size, log_every=config.log_every,
         sample_every=config.sample_every, checkpoint_every=config.checkpoint_every,
         progress=config.progress, save=save, samples=stage.samples,
-        config_text=_config_markdown(config) if start == 0 else None,
+        config_text=_config_markdown(config) if start == 0 else None, write=devices.is_chief,
     )
-    for name in stage.trained:
+    for name in stage.trained if devices.is_chief else ():
         run.save_model(stage.models[name], name)
     return history[-1] if history else {}
 
 
 def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, log_every,
         sample_every, checkpoint_every, progress, save, samples=None, before_final=None,
-        config_text=None) -> list[dict]:
+        config_text=None, write=True) -> list[dict]:
     """Steps start+1..total of one stage with progress, scalar windows, grids and checkpoints.
 
     ``save(step)`` writes the checkpoint (after ``step_fn.sync()``); ``samples()`` returns
@@ -290,9 +301,9 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
 
     Ctrl-C or SIGTERM stops the stage after the step in progress: its scalars are logged, that
     step is checkpointed (so ``--resume`` continues exactly) and ``TrainingInterrupted`` is
-    raised.
+    raised. ``write=False`` (processes other than 0 on several hosts) logs nothing.
     """
-    logger = StageLogger(logdir, start=start)
+    logger = StageLogger(logdir, start=start) if write else NullLogger()
     if config_text:
         logger.text(0, f"stage{name}/config", config_text)
     history, window = [], []
