@@ -421,11 +421,13 @@ class AgingModels:
                                               steps_done, learning_rate, progress)
         if optimize == "none" and at_z0 is not None:
             images = denormalize(at_z0[[source] + categories])
+        elif optimize == "difference":  # the reconstruction is G's pivot, the ages the photo's
+            images = np.concatenate([
+                denormalize(self.generate(z, [source])),
+                self.images_from_latents(face[None], z[None], [source], optimize, categories,
+                                         strength)[0]])
         else:
             images = denormalize(self.generate(z, [source] + categories))
-        if optimize == "difference":  # the reconstruction stays G's pivot
-            images[1:] = self.images_from_latents(face[None], z[None], [source], optimize,
-                                                  categories, strength)[0]
         return AgedFace(
             face=face, reconstruction=images[0], aged=images[1:], categories=categories,
             labels=[self.bins.labels[c] for c in categories], source_category=source,
