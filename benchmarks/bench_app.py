@@ -47,7 +47,7 @@ def _models(run):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a run or model folder (default: see above)")
-    parser.add_argument("--photo", default=str(REPO / "tests/data/astronaut.jpg"))
+    parser.add_argument("--photo", default=str(REPO / "age_cgan/examples/astronaut.jpg"))
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--no-judges", dest="judges", action="store_false")
     args = parser.parse_args()

@@ -4,9 +4,10 @@
 
 Without --run, untrained networks of the paper's size (64x64, z 100, six ages, FR =
 InceptionResNetV2 at 160 px) are built: speed does not depend on training. Photos default to
-../shared/data/photos next to this checkout, else the test portrait. Measures, after loading:
-detection + crop per photo, encode + reconstruction + every age per face, and per-face latent
-optimisation (identity and pixel, default steps), with the first call (tracing/compiling) apart.
+../shared/data/photos next to this checkout, else the bundled portrait (age_cgan/examples).
+Measures, after loading: detection + crop per photo, encode + reconstruction + every age per
+face, and per-face latent optimisation (identity and pixel, default steps), with the first call
+(tracing/compiling) apart.
 Targets: CPU: detection + encode + 6 ages < 2 s per photo; identity optimisation < 30 s per
 face. GPU (e.g. KERAS_BACKEND=jax on a CUDA machine): identity optimisation < 2 s per face.
 """
@@ -29,7 +30,7 @@ def _photos(folder, limit):
     from age_cgan.faces import list_photos
 
     candidates = [Path(folder)] if folder else [REPO.parent / "shared/data/photos",
-                                                REPO / "tests/data"]
+                                                REPO / "age_cgan/examples"]
     for candidate in candidates:
         if candidate.is_dir():
             photos, _ = list_photos([candidate])

@@ -31,8 +31,8 @@ pytest.importorskip("dlib")
 
 from age_cgan import app as web  # noqa: E402
 from age_cgan.ages import PAPER_BINS  # noqa: E402
+from age_cgan.examples import PORTRAIT  # noqa: E402
 
-PORTRAIT = REPO / "tests" / "data" / "astronaut.jpg"
 LABELS = list(PAPER_BINS.labels)
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 STARTUP_SECONDS = 900  # ~20 s on an idle 2-core CPU; generous for a busy one

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
-
 pytest.importorskip("dlib")
 
+from age_cgan.examples import PORTRAIT  # noqa: E402  NASA, public domain (its README.md)
 from age_cgan.faces import (  # noqa: E402
     FACE_FRACTION,
     Box,
@@ -21,8 +20,6 @@ from age_cgan.faces import (  # noqa: E402
     find_faces,
     list_photos,
 )
-
-PORTRAIT = REPO / "tests" / "data" / "astronaut.jpg"  # NASA, public domain (tests/data/README)
 
 
 @pytest.fixture(scope="module")

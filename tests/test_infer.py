@@ -18,11 +18,11 @@ pytest.importorskip("dlib")
 from age_cgan import aging  # noqa: E402
 from age_cgan.ages import PAPER_BINS  # noqa: E402
 from age_cgan.cli.infer import main, parse_ages  # noqa: E402
+from age_cgan.examples import PORTRAIT  # noqa: E402
 from age_cgan.networks import L2Normalize  # noqa: E402
 from age_cgan.runs import RunFolder  # noqa: E402
 from age_cgan.visualize import LABEL_HEIGHT  # noqa: E402
 
-PORTRAIT = REPO / "tests" / "data" / "astronaut.jpg"
 SIZE = 32  # a small run keeps the tests fast; infer follows the run's config.json
 NUM_AGES = PAPER_BINS.num_ages
 

@@ -1,18 +1,18 @@
 """The independent judges, called for real on real faces (skipped when the eval extra is absent).
 
-Faces: the public-domain astronaut portrait in tests/data (Eileen Collins, NASA), cropped the way
-UTKFace chips are; and ../shared/data's faces and dlib descriptors when present.
+Faces: the public-domain astronaut portrait shipped in age_cgan/examples (Eileen Collins, NASA),
+cropped the way UTKFace chips are; and ../shared/data's faces and dlib descriptors when present.
 """
 
 import csv
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from age_cgan import judges
+from age_cgan.examples import PORTRAIT
 from age_cgan.judges import (
     DLIB_THRESHOLD,
     JudgeUnavailable,
@@ -21,17 +21,15 @@ from age_cgan.judges import (
     teacher_descriptors,
 )
 
-TEST_DATA = Path(__file__).parent / "data"
 # dlib's HOG box on the 256x256 portrait is (88, 41)-(132, 84); a UTKFace-like chip is that box
 # / 0.88 around its centre (see age_cgan/faces.py).
 ASTRONAUT_FACE_BOX = (85, 38, 135, 88)
 
 
 def astronaut_face(size=64) -> np.ndarray:
-    path = TEST_DATA / "astronaut.jpg"
-    if not path.is_file():
-        pytest.skip("tests/data/astronaut.jpg is not present")
-    with Image.open(path) as image:
+    if not PORTRAIT.is_file():
+        pytest.skip(f"{PORTRAIT} is not present")
+    with Image.open(PORTRAIT) as image:
         face = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS,
                                            box=ASTRONAUT_FACE_BOX)
     return np.asarray(face)
@@ -75,7 +73,7 @@ def test_identical_faces_distance_zero_and_same_person(verifier):
 
 def test_mirrored_face_is_the_same_person_and_a_whole_photo_is_not_a_chip(verifier):
     face = astronaut_face()
-    with Image.open(TEST_DATA / "astronaut.jpg") as image:
+    with Image.open(PORTRAIT) as image:
         whole = np.asarray(image.convert("RGB").resize((64, 64)))
     d = descriptor_distances(verifier.descriptors(np.stack([face, face])),
                              verifier.descriptors(np.stack([face[:, ::-1], whole])))

@@ -1,7 +1,6 @@
 """The packaged-model folder (checksums, errors naming the file) and the difference method."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,7 @@ from age_cgan.aging import AgingModels
 from age_cgan.cli.infer import main
 from age_cgan.pretrained import (CHECKSUMS, DEFAULT_MODEL, PretrainedError, package_run,
                                  read_checksums, verified_run, verify)
-
-PORTRAIT = Path(__file__).parent / "data" / "astronaut.jpg"
+from age_cgan.examples import PORTRAIT
 
 
 @pytest.fixture(scope="module")

@@ -273,7 +273,7 @@ EOF
 CROP=$(ls .gpu-data/*_face*.png 2>/dev/null | head -n 1)
 age_portrait() {  # age_portrait NAME MODE BUDGET [STEPS]
     if [ "${GPU_JOB_NO_DLIB:-0}" != 1 ] && $PY -c "import dlib" 2>/dev/null; then
-        phase "$1" "$3" "${4:-}" $PY infer.py tests/data/astronaut.jpg --run "$RUN" \
+        phase "$1" "$3" "${4:-}" $PY infer.py age_cgan/examples/astronaut.jpg --run "$RUN" \
             --optimize "$2" ${4:+--opt-steps "$4"} --out "$OUT/aged_astronaut.png" \
             --json "$LOGS/infer.jsonl" --no-progress
     elif [ -n "$CROP" ]; then  # no dlib here: the face tools/pack_data.py cropped with dlib

@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="pack a seeded sample of this many files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--descriptors", default="float16", choices=["float16", "float32", "none"])
-    p.add_argument("--photo", default=str(REPO / "tests/data/astronaut.jpg"),
+    p.add_argument("--photo", default=str(REPO / "age_cgan/examples/astronaut.jpg"),
                    help="a photo whose face to crop beside the pack ('' for none)")
     p.add_argument("--size", type=int, default=64, help="side of the face crop")
     args = p.parse_args(argv)

@@ -1,8 +1,9 @@
 """``python demo.py --data PATH``: the whole pipeline, briefly, in one command.
 
 Trains the three stages for a few steps in ``logs/demo`` and ages the bundled public-domain
-portrait (tests/data/astronaut.jpg) with the result. Short by default so that it finishes on a
-laptop CPU in minutes; the faces only look like faces after real training (see the README).
+portrait (``age_cgan.examples.PORTRAIT``, package data) with the result. Short by default so
+that it finishes on a laptop CPU in minutes; the faces only look like faces after real training
+(see the README).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import argparse
 from pathlib import Path
 
 from age_cgan.cli import infer, train
-
-PORTRAIT = Path(__file__).resolve().parents[2] / "tests" / "data" / "astronaut.jpg"
+from age_cgan.examples import PORTRAIT
 
 
 def parser() -> argparse.ArgumentParser:
