@@ -55,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--export-faces: how faces are stored: raw uint8 arrays, or lossless "
                    "WebP (about half the size; same pixels)")
     p.add_argument("--max-mib", type=float, help="--export-faces: keep the file under this "
-                   "many MiB by judging a seeded sample of fewer test faces (e.g. 15.5 for "
-                   "the GPU machine's 16 MiB per file)")
+                   "many MiB by judging a seeded sample of fewer test faces, e.g. for a "
+                   "machine that limits the files it brings back (tools/gpu_job.sh passes "
+                   "one); a warning if it still does not fit (default: no limit)")
     p.add_argument("--out", help="output folder (default: RUN/eval; with --judge and no --run, "
                    "eval/ beside FILE.npz)")
     p.add_argument("--data", help="the faces to evaluate on (default: the run's config 'data'); "
@@ -151,7 +152,7 @@ def settings_from_args(args) -> EvalSettings:
 
 
 def _export(args, settings) -> int:
-    from age_cgan.evaluation import FACES_FILE_LIMIT, export_faces, fit_file
+    from age_cgan.evaluation import export_faces, fit_file
 
     dataset = _dataset(args)
     faces = export_faces(args.run, settings, dataset=dataset)
@@ -171,10 +172,9 @@ def _export(args, settings) -> int:
              f"{faces.aged.shape[2]} ages ({', '.join(faces.meta['aging']['methods'])})")
           + f", {size / 2**20:.1f} MiB ({args.codec}); faces made in "
           f"{faces.meta['timings_s']['total']:.0f} s")
-    if size > FACES_FILE_LIMIT:
-        print(f"evaluate.py: warning: {path} is over {FACES_FILE_LIMIT // 2**20} MiB, more than "
-              "one file may bring back from the GPU machine: lower --limit or --per-age",
-              file=sys.stderr)
+    if args.max_mib and size > args.max_mib * 2**20:
+        print(f"evaluate.py: warning: {path} is over --max-mib {args.max_mib:g} MiB even "
+              "with fewer test faces: lower --per-age or --limit", file=sys.stderr)
     print(f"judge it where the judges are: python evaluate.py --judge {path}")
     return 0
 

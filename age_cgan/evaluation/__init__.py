@@ -39,7 +39,7 @@ The package, along its concerns (the judging side imports no deep-learning stack
 * ``metrics/``: the measurements, pure numpy (``age``, ``identity``, ``statistics``,
   ``verification``).
 * ``pairs``: a recogniser checked on labelled pairs (``verify_pairs``).
-* ``bundle``: the faces file (``FaceBundle``, codecs, ``fit_file``).
+* ``bundle``: the faces file (``FaceBundle``, codecs, ``fit_file`` under a size limit given).
 * ``export``: the generation phase (``export_faces``).
 * ``judging``: the judging phase (``judge_faces``, ``judge_file``) and ``evaluate_run``.
 * ``report`` and ``figure``: evaluation.json / .md / .png.
@@ -51,8 +51,7 @@ Every name is importable from ``age_cgan.evaluation`` itself.
 """
 
 from age_cgan.evaluation.aging import age_test_faces, judge_aging, stranger_rows
-from age_cgan.evaluation.bundle import (FACE_CODECS, FACES_FILE_LIMIT, FACES_FORMAT, IMAGE_ARRAYS,
-                                        FaceBundle, fit_file)
+from age_cgan.evaluation.bundle import FACE_CODECS, FACES_FORMAT, IMAGE_ARRAYS, FaceBundle, fit_file
 from age_cgan.evaluation.export import (export_faces, find_latents, fr_provenance, generate_faces,
                                         load_test_faces, reconstruct)
 from age_cgan.evaluation.figure import save_figure
@@ -70,7 +69,7 @@ from age_cgan.evaluation.settings import (GOALS, METHODS, PAPER_AGE_GAP, PAPER_I
                                           REFERENCE, EvalSettings, split_methods)
 
 __all__ = [
-    "FACE_CODECS", "FACES_FILE_LIMIT", "FACES_FORMAT", "GOALS", "IMAGE_ARRAYS", "METHODS",
+    "FACE_CODECS", "FACES_FORMAT", "GOALS", "IMAGE_ARRAYS", "METHODS",
     "PAPER_AGE_GAP", "PAPER_IDENTITY", "REFERENCE", "EvalSettings", "FaceBundle", "Remembering",
     "age_metrics", "age_test_faces", "aging_metrics", "judge_aging", "split_methods",
     "stranger_rows",

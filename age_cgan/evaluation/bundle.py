@@ -1,5 +1,6 @@
 """The faces file between the two phases: ``FaceBundle`` (uint8 faces and plain arrays in one
-compressed .npz, no pickle), its codecs, and fitting it under a size limit."""
+compressed .npz, no pickle), its codecs, and fitting it under a size limit the caller gives
+(``fit_file``; ``evaluate.py --max-mib``: the library knows no machine's file limit)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from age_cgan.files import atomic_path
 
 #: Bump when the arrays of a faces file or their meaning change.
 FACES_FORMAT = 1
-#: What one file may weigh to come back from the GPU machine (see tools/README.md).
-FACES_FILE_LIMIT = 16 * 2**20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
