@@ -15,15 +15,16 @@ from typing import Sequence
 import numpy as np
 
 from age_cgan.ages import AgeBins
-from age_cgan.data import cache, images as imaging
+from age_cgan.data.cache import FORMAT_VERSION, cache_path, load as load_cache, save as save_cache
+from age_cgan.data.images import (CROP_SETTINGS, MISSING, NON_IMAGE, TINY, TRUNCATED, UNREADABLE,
+                                  ZERO_BYTE, decode_all)
 from age_cgan.data.readers import Listing, Source, find_source
 from age_cgan.data.tally import Tally
 
 NO_CATEGORY = "age in no category"
 
 #: Reasons in the order the summary lists them.
-SKIP_ORDER = (imaging.MISSING, imaging.ZERO_BYTE, imaging.NON_IMAGE, imaging.TRUNCATED,
-              imaging.UNREADABLE, imaging.TINY)
+SKIP_ORDER = (MISSING, ZERO_BYTE, NON_IMAGE, TRUNCATED, UNREADABLE, TINY)
 
 KIND_NAMES = {"utkface": "UTKFace", "imdb-wiki": "IMDB-Wiki", "csv": "CSV"}
 
@@ -231,7 +232,7 @@ def _prepare(source: Source, listing: Listing, image_size: int, bins: AgeBins, w
         raise _no_faces(source, listing, Tally())
 
     start = time.perf_counter()
-    images, failures = imaging.decode_all(listing.paths(), image_size, workers, progress)
+    images, failures = decode_all(listing.paths(), image_size, workers, progress)
     skipped = Tally()
     for reason in SKIP_ORDER + tuple(sorted({r for _, r in failures} - set(SKIP_ORDER))):
         skipped.add(reason, [listing.names[row] for row, r in failures if r == reason])
@@ -251,7 +252,7 @@ def _prepare(source: Source, listing: Listing, image_size: int, bins: AgeBins, w
         "names": np.array([n for n, k in zip(listing.names, keep) if k], dtype=str),
     }
     meta = {
-        "format": cache.FORMAT_VERSION,
+        "format": FORMAT_VERSION,
         "kind": source.kind,
         "source": str(source.path),
         "root": str(listing.root),
@@ -297,9 +298,8 @@ def load_dataset(
     path = None
     if cache_dir is not False:
         folder = None if cache_dir in (None, True) else cache_dir
-        path = cache.cache_path(found, image_size, bins.spec, imaging.CROP_SETTINGS, folder,
-                                listing)
-    stored = cache.load(path) if path is not None else None
+        path = cache_path(found, image_size, bins.spec, CROP_SETTINGS, folder, listing)
+    stored = load_cache(path) if path is not None else None
     if stored is not None:
         timings["load cache"] = time.perf_counter() - started
         arrays, meta = stored
@@ -307,7 +307,7 @@ def load_dataset(
         arrays, meta = _prepare(found, listing, image_size, bins, workers, progress, timings)
         if path is not None:
             start = time.perf_counter()
-            if not cache.save(path, arrays, meta):
+            if not save_cache(path, arrays, meta):
                 path = None
             timings["write cache"] = time.perf_counter() - start
 
