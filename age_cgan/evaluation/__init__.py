@@ -40,6 +40,8 @@ The package, along its concerns (the judging side imports no deep-learning stack
   ``verification``).
 * ``pairs``: a recogniser checked on labelled pairs (``verify_pairs``).
 * ``bundle``: the faces file (``FaceBundle``, codecs, ``fit_file`` under a size limit given).
+* ``latents``: the latents of z0, z*_pixel and z*_IP (``find_latents``), shared by the
+  identity table and the aging section.
 * ``export``: the generation phase (``export_faces``).
 * ``judging``: the judging phase (``judge_faces``, ``judge_file``) and ``evaluate_run``.
 * ``report`` and ``figure``: evaluation.json / .md / .png.
@@ -52,12 +54,13 @@ Every name is importable from ``age_cgan.evaluation`` itself.
 
 from age_cgan.evaluation.aging import age_test_faces, judge_aging, stranger_rows
 from age_cgan.evaluation.bundle import FACE_CODECS, FACES_FORMAT, IMAGE_ARRAYS, FaceBundle, fit_file
-from age_cgan.evaluation.export import (export_faces, find_latents, fr_provenance, generate_faces,
+from age_cgan.evaluation.export import (export_faces, fr_provenance, generate_faces,
                                         load_test_faces, reconstruct)
 from age_cgan.evaluation.figure import save_figure
 from age_cgan.evaluation.judging import (evaluate_ages, evaluate_identity, evaluate_run,
                                          evaluate_statistics, judge_faces, judge_file,
                                          load_judges, real_descriptors, relocate_paths)
+from age_cgan.evaluation.latents import find_latents
 from age_cgan.evaluation.memo import Remembering
 from age_cgan.evaluation.metrics import (age_metrics, confusion, frechet_distance,
                                          identity_metrics, mean_pairwise_distance,

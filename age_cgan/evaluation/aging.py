@@ -4,8 +4,8 @@ Export side (networks, no judge; Keras imported inside the functions): ``age_tes
 each per-photo method of ``age_cgan.aging.METHODS`` (any name it lists, never a fixed four) on
 the test faces at their true categories and keeps its output at every category, uint8
 (M, N, A, S, S, 3). A method whose latent was already found for the identity table (z0,
-z*_pixel, z*_IP) reuses it (``difference`` reuses z*_pixel, its pivot), so nothing is optimised
-twice.
+z*_pixel, z*_IP; ``latents.find_latents``) reuses it (``difference`` reuses z*_pixel, its
+pivot), so nothing is optimised twice.
 
 Judging side (judges, no network): ``judge_aging`` measures each method with
 ``metrics.aging.aging_metrics``, next to two references on the same faces that bound the scale:
@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from age_cgan.evaluation.latents import find_latents
 from age_cgan.evaluation.metrics.aging import aging_metrics
 from age_cgan.evaluation.settings import METHODS, _log
 
@@ -36,8 +37,6 @@ def method_latents(models, method: str, faces, sources, settings, cache: dict):
     (N,): (z (N, z_dim), the optimisation's losses (steps + 1, N) or None), found once per
     latent mode in ``cache`` (z0, z*_pixel, z*_IP as the identity table finds them)."""
     from age_cgan.aging import LATENT_MODE
-
-    from age_cgan.evaluation.export import find_latents
 
     mode = LATENT_MODE.get(method, method)
     if mode not in cache:

@@ -1,5 +1,6 @@
 """The generation phase (networks, no judge): the test faces, faces from random z per
-category, and the test faces' reconstructions from each latent method, as a ``FaceBundle``.
+category, and the test faces' reconstructions from each latent method (``latents``), with the
+aging section's faces (``aging``), as a ``FaceBundle``.
 
 Keras and the networks are imported inside the functions, so that the judging side (which
 imports ``fr_provenance``) needs no deep-learning stack."""
@@ -13,7 +14,9 @@ import time
 import numpy as np
 
 from age_cgan.ages import AgeBins
+from age_cgan.evaluation.aging import age_test_faces
 from age_cgan.evaluation.bundle import FACES_FORMAT, FaceBundle
+from age_cgan.evaluation.latents import find_latents
 from age_cgan.evaluation.settings import METHODS, EvalSettings, _log
 from age_cgan.judges import DLIB_MODEL_NAME
 from age_cgan.runs import RunFolder, load_dataset_for_run
@@ -40,22 +43,6 @@ def generate_faces(generator, bins: AgeBins, per_age: int, z_dim: int, seed: int
     categories = np.repeat(np.arange(bins.num_ages), per_age)
     z = rng.standard_normal((len(categories), z_dim)).astype(np.float32)
     return reconstruct(generator, z, categories, bins, batch_size), categories
-
-
-def find_latents(models, method: str, faces, categories, settings: EvalSettings):
-    """The latents of ``method`` ("z0", "z*_pixel", "z*_IP") for uint8 faces (N, S, S, 3) at
-    their categories (N,), with an ``age_cgan.aging.AgingModels``: z0 = E(x); z*_pixel and
-    z*_IP its per-image optimisation from z0, ``settings.batch_size`` faces at a time.
-    Returns (z (N, z_dim), the optimisation's losses (steps + 1, N) or None for z0)."""
-    batch = settings.batch_size
-    z0 = np.concatenate([np.asarray(models.encode(faces[i:i + batch]), np.float32)
-                         for i in range(0, len(faces), batch)])
-    mode = METHODS[method]
-    if mode == "none":
-        return z0, None
-    steps = settings.pixel_steps if mode == "pixel" else settings.identity_steps
-    return models.optimize_latents(faces, z0, categories, mode, steps,
-                                   progress=settings.progress, batch_size=batch, desc=method)
 
 
 def reconstruct(generator, z, categories, bins: AgeBins, batch_size: int = 64) -> np.ndarray:
@@ -175,8 +162,6 @@ def _age(models, test, settings, names, latents, reconstructions, timings):
     """The aging section's faces (None when ``names`` is empty) and its meta. The identity
     table's reconstructions become the aged faces' own-age column (the same G(z, y)), so that
     both figures are on the same pixels and the judge describes them once."""
-    from age_cgan.evaluation.aging import age_test_faces
-
     if not names:
         return None, None
     t = time.perf_counter()
