@@ -3,7 +3,7 @@
 The networks come from a run folder (``AgingModels.from_run``), each optionally replaced by an
 explicit ``.keras`` file. All calls are in inference mode (``training=False``) and change no
 weight: the latent optimisation differentiates only with respect to z, through
-``Model.stateless_call`` on the frozen values, compiled by ``training.bridge.value_and_grad``.
+``Model.stateless_call`` on the frozen values, compiled by ``backend.value_and_grad``.
 
 Per-image optimisation (the paper's section 3.2, design decision 6), from z0 with G frozen:
 
@@ -51,9 +51,10 @@ import numpy as np
 from age_cgan import losses
 from age_cgan.ages import AgeBins
 from age_cgan.data import denormalize, normalize
-from age_cgan.networks import build_face_recognizer
-from age_cgan.runs import RunFolder, RunFolderError
-from age_cgan.training.bridge import read_values, value_and_grad
+from age_cgan.backend import read_values, value_and_grad
+from age_cgan.errors import setting, trained_by
+from age_cgan.runs import (RUN_FR, RunFolder, RunFolderError, face_recognizer_weights,
+                           load_face_recognizer, load_keras_file)
 
 OPTIMIZE_MODES = ("none", "pixel", "identity", "difference")
 #: Every per-photo method by name (``none`` is z0 = E(x)); evaluation and the app list these.
@@ -138,7 +139,8 @@ class AgingModels:
         if folder is not None:
             config = _run_config(folder, {"generator": generator, "encoder": encoder})
         elif encoder is None or generator is None:
-            raise RunFolderError("without --run, both --encoder and --generator files are needed")
+            raise RunFolderError(f"without {setting('run')}, both {setting('encoder')} and "
+                                 f"{setting('generator')} files are needed")
         else:
             config = {}
         if age_bins is not None:
@@ -181,19 +183,18 @@ class AgingModels:
     def face_recognizer(self) -> keras.Model:
         """The run's trained FR; without one, a fresh InceptionResNetV2 FR (with a warning)."""
         if self._face_recognizer is None:
-            if self.run is not None and self.run.has_model("face_recognizer"):
-                self._face_recognizer = self.run.load_model("face_recognizer")
-            else:
-                weights = self.config.get("fr_weights", "none")
+            # the run's own FR first, whatever fr_weights its last training command named
+            weights = face_recognizer_weights(self.run, None,
+                                              default=self.config.get("fr_weights") or "none")
+            if weights != RUN_FR:
                 warnings.warn(
                     "no trained face recogniser (models/face_recognizer.keras) in the run: "
                     f"building InceptionResNetV2 with weights={weights!r} and an untrained "
-                    "embedding head, which does not recognise faces, so --optimize identity "
-                    "is meaningless with it; prefer --optimize pixel", stacklevel=2)
-                self._face_recognizer = build_face_recognizer(
-                    self.image_size, weights=None if weights in (None, "none") else weights,
-                    input_size=self.config.get("fr_input_size", 160),
-                    arch=self.config.get("arch", "tutorial"))
+                    "embedding head, which does not recognise faces, so the identity method is "
+                    "meaningless with it; prefer the pixel method", stacklevel=2)
+            self._face_recognizer = load_face_recognizer(
+                self.run, weights, self.image_size, self.config.get("fr_input_size", 160),
+                self.config.get("arch", "tutorial"))
         return self._face_recognizer
 
     # --- forward passes -----------------------------------------------------------------------
@@ -471,24 +472,24 @@ def _run_config(folder: RunFolder, given: dict) -> dict:
     """The run's config, after checking that it and the networks not ``given`` are there."""
     if not folder.path.is_dir():
         raise RunFolderError(
-            f"run folder {folder.path} does not exist; pass --run with the folder train.py "
-            "wrote (e.g. logs/run), or --encoder and --generator files"
+            f"run folder {folder.path} does not exist; pass {setting('run')} with the folder "
+            f"training wrote (e.g. logs/run), or {setting('encoder')} and "
+            f"{setting('generator')} files"
         )
     config = folder.read_config()
     missing = [key for key in REQUIRED_CONFIG if key not in config]
     if missing:
         raise RunFolderError(
             f"{folder.config_path} is incomplete: no {', '.join(missing)}. "
-            "Was it written by train.py? Train again into a fresh run folder."
+            "Was it written by training? Train again into a fresh run folder."
         )
     needed = [name for name, path in given.items() if path is None and not folder.has_model(name)]
     if needed:
-        stage = "1" if needed[0] == "generator" else "2"
         raise RunFolderError(
             f"run folder {folder.path} is incomplete: "
             + ", ".join(str(folder.model_path(name)) for name in needed)
-            + f" missing. Finish training first: `python train.py --stage {stage} "
-            f"--run {folder.path}` (or --stage all)."
+            + f" missing. Finish training first: {trained_by(needed[0], run=str(folder.path))}"
+            f" (or {setting('stage', 'all')})."
         )
     return config
 
@@ -499,8 +500,4 @@ def _load(folder: RunFolder | None, network: str, path=None) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise RunFolderError(f"{path} ({network}) does not exist")
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:
-        raise RunFolderError(f"cannot load {path} as the {network}: "
-                             f"{type(error).__name__}: {error}") from error
+    return load_keras_file(path, network, f"Give another {setting(network)} file.")

@@ -1,6 +1,10 @@
 """One frozen config per training invocation, written into the run folder.
 
-Every default is the book's or the paper's value unless its comment says why it departs.
+``TrainConfig`` is the one source of the training settings: each field carries its default
+(the book's or the paper's unless its help says why it departs) and its help, from which
+``train.py``'s options are built (``age_cgan.cli.train``); ``RUN/config.json`` holds the fields
+and is read back with ``TrainConfig.from_stored``. Invalid values raise ``SettingError`` naming
+the setting, which the command line words as its flag.
 """
 
 from __future__ import annotations
@@ -12,95 +16,162 @@ import types
 import typing
 
 from age_cgan.ages import DEFAULT_SPEC, AgeBins
+from age_cgan.errors import SettingError, setting
 
 STAGES = ("1", "2", "3")  # what --stage all runs; "fr" trains the face recogniser on its own
 
 
+def _setting(default, help: str, **cli):
+    """A ``TrainConfig`` field with its one-line help (the command line's, and the reason for
+    its default); ``cli`` adds choices=, group= (mutually exclusive options) or flag=False
+    (not on the command line)."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    run: str = "logs/run"  # the run folder: config, events, checkpoints, samples, models
-    data: str | None = None  # UTKFace folder, wiki.mat / imdb.mat, or a CSV of path,age
-    stage: str = "1"  # "1", "2", "3", "all" (1, 2, 3) or "fr" (the face recogniser)
+    """Every setting of a training run. The command line (``train.py``) is built from these
+    fields and their help; ``RUN/config.json`` holds them and is read back into this class."""
+
+    run: str = _setting("logs/run", "run folder for config, TensorBoard events, checkpoints, "
+                        "samples and models")
+    data: str | None = _setting(None, "UTKFace folder, wiki.mat / imdb.mat, or a CSV of "
+                                "path,age (later stages reuse the run's)")
+    stage: str = _setting("1", "what to train: 1 = conditional GAN, 2 = encoder, 3 = identity "
+                          "fine-tuning, all = 1, 2, 3 in order, fr = the face recogniser stage "
+                          "3 and infer.py use (distilled from dlib's descriptors beside the "
+                          "faces; train it before stage 3)",
+                          choices=("1", "2", "3", "all", "fr"))
 
     # --- the networks (a run keeps the values of its first stage) ---
-    arch: str = "tutorial"  # the book's networks; "lite": CPU-sized (networks.ARCHITECTURES)
-    image_size: int = 64  # tutorial
-    z_dim: int = 100  # paper / tutorial
-    age_bins: str = DEFAULT_SPEC  # paper's six categories
-    fr_input_size: int = 160  # FR backbone input; book 192 (3x upsampling), 160 is lighter
-    fr_weights: str | None = None  # None: the run's trained FR if present, else "imagenet" (book)
+    arch: str = _setting("tutorial", "network sizes: tutorial = the book's, lite = sized for a "
+                         "CPU (networks.ARCHITECTURES)", choices=("tutorial", "lite"))
+    image_size: int = _setting(64, "face size in pixels, a multiple of 16 (the tutorial's)")
+    z_dim: int = _setting(100, "latent size (the paper's and the tutorial's)")
+    age_bins: str = _setting(DEFAULT_SPEC, "age categories, e.g. '20-30,40-50' (the paper's six)")
+    fr_input_size: int = _setting(160, "size the face is resized to inside FR, at least 75 (the "
+                                  "book upsamples 3x to 192; 160 is lighter)")
+    fr_weights: str | None = _setting(None, "FR backbone weights: imagenet | none | PATH to a "
+                                      "local InceptionResNetV2 no-top weights file. Stage 3 "
+                                      "default: the run's trained FR (--stage fr) if present, "
+                                      "else imagenet (the book); --stage fr default: none (a "
+                                      "random backbone, trained end to end)")
 
     # --- length and batches ---
-    batch_size: int = 128  # book text (its repository uses 2); the global batch over devices
-    devices: int | str = "all"  # ours: data parallel over N local devices; "all" = every local
-    #   accelerator (one device on a CPU); the batch size must divide by the device count
-    steps: int | None = None  # total steps of the stage; overrides epochs
-    epochs: float | None = None  # None: 100 for stage 1 (paper), 5 for stage 3, 10 for fr (ours)
-    stage2_pairs: int = 100_000  # paper: the encoder sees 100k synthetic (z, y) pairs
-    seed: int = 0
-    test_fraction: float = 0.1  # paper: 10k of 120k held out (we keep ~10%)
+    batch_size: int = _setting(128, "faces per step, the global batch over devices (the book's "
+                               "text; its repository uses 2)")
+    devices: int | str = _setting("all", "data parallel over N local devices, or all (every "
+                                  "local GPU/TPU; one device on a CPU); the batch size must "
+                                  "divide by the device count. JAX: keras.distribution."
+                                  "DataParallel, TensorFlow: MirroredStrategy")
+    steps: int | None = _setting(None, "total steps of each stage (overrides the epochs)",
+                                 group="length")
+    epochs: float | None = _setting(None, "epochs over the training faces (default: 100 for "
+                                    "stage 1 as in the paper, 5 for stage 3, 10 for fr; stage 2 "
+                                    "draws stage2_pairs synthetic pairs)", group="length")
+    stage2_pairs: int = _setting(100_000, "synthetic (z, y) pairs the encoder sees in stage 2 "
+                                 "(the paper's 100k)")
+    seed: int = _setting(0, "seeds initialisation, batches, latents and the split")
+    test_fraction: float = _setting(0.1, "share of the faces held out (the paper: 10k of 120k)")
 
     # --- optimisers ---
-    lr_gan: float = 2e-4  # book: Adam(2e-4, beta_1=0.5) for D and G
-    beta1_gan: float = 0.5  # book
-    lr_encoder: float = 1e-3  # book: encoder compiled with 'adam' = Keras default 1e-3
-    lr_identity: float = 2e-4  # book stage 3: Adam(2e-4, beta_1=0.5)
-    beta1_identity: float = 0.5  # book stage 3
-    lr_fr: float = 1e-3  # FR distillation: Keras Adam default (the book never trains FR)
-    finetune_generator: bool = False  # stage 3 also trains G (then D's term keeps G realistic)
-    mismatch_weight: float = 0.0  # ours: D also learns real faces with a wrong age as fakes
-    #   (the matching-aware discriminator of Reed et al. 2016), so G must show the asked age
-    adversarial_weight: float = 0.1  # ours: D's term in G's stage-3 loss, next to identity
-    mixed_precision: bool = False  # mixed_bfloat16 (useful on GPUs; off on CPU)
+    lr_gan: float = _setting(2e-4, "Adam learning rate of D and G (the book's)")
+    beta1_gan: float = _setting(0.5, "Adam beta_1 of D and G (the book's)")
+    lr_encoder: float = _setting(1e-3, "Adam learning rate of the encoder (the book compiles it "
+                                 "with 'adam': the Keras default)")
+    lr_identity: float = _setting(2e-4, "stage 3 Adam learning rate (the book's)")
+    beta1_identity: float = _setting(0.5, "stage 3 Adam beta_1 (the book's)")
+    lr_fr: float = _setting(1e-3, "stage fr Adam learning rate (the Keras default; the book "
+                            "never trains FR)")
+    finetune_generator: bool = _setting(False, "stage 3 also trains G (then D's adversarial "
+                                        "term keeps G realistic)")
+    mismatch_weight: float = _setting(0.0, "stage 1: weight of D's term that calls a real face "
+                                      "with a wrong age fake (the matching-aware "
+                                      "discriminator of Reed et al. 2016), so G must show the "
+                                      "asked age")
+    adversarial_weight: float = _setting(0.1, "weight of D's term in G's stage-3 loss, next "
+                                         "to identity (with finetune_generator)")
+    mixed_precision: bool = _setting(False, "compute in bfloat16 with float32 weights (for "
+                                     "GPUs; off on a CPU)")
+
+    # --- the face recogniser stage (fr): distillation from dlib, triplets on identities ---
+    fr_teacher: str | None = _setting(None, "stage fr: a dlib_descriptors.npz with the "
+                                      "teacher's descriptors (default: the one beside the "
+                                      "faces)")
+    fr_freeze_backbone: bool | None = _setting(None, "stage fr: freeze the FR backbone "
+                                               "(default: frozen with pretrained weights, "
+                                               "trained with a random backbone)")
+    fr_train_backbone_layers: int = _setting(0, "stage fr: with a frozen backbone, train its "
+                                             "last N layers too")
+    fr_distill_weight: float = _setting(1.0, "stage fr: weight of the cosine to the centred "
+                                        "teacher descriptor")
+    fr_relation_weight: float = _setting(1.0, "stage fr: weight of the relational term "
+                                         "(the batch's pairwise distances)")
+    fr_identity_weight: float = _setting(1.0, "stage fr: weight of the batch-hard triplet "
+                                         "term, where the data has identities")
+    fr_margin: float = _setting(0.2, "stage fr: triplet margin (Hermans et al. 2017)")
+    fr_flip: bool = _setting(True, "stage fr: mirror half the faces of each batch")
+    fr_eval_faces: int = _setting(500, "stage fr: held-out faces its agreement with the "
+                                  "teacher is measured on")
+    fr_pairs: str | None = _setting(None, "stage fr: a CACD-VS pairs.csv to verify people "
+                                    "with the trained FR")
+    fr_pairs_limit: int | None = _setting(200, "stage fr: pairs of fr_pairs checked")
+    fr_measure_initial: bool = _setting(True, "stage fr: measure the agreement before "
+                                        "training too")
+    fr_recalibrate_batches: int = _setting(20, "stage fr: training batches whose mean "
+                                           "BatchNorm statistics replace the moving averages "
+                                           "at the end (0: keep them)")
 
     # --- observation ---
-    log_every: int = 50  # steps per TensorBoard scalar window (means over the window)
-    sample_every: int = 500  # steps between sample grids (and always at the end)
-    checkpoint_every: int = 1000  # steps between checkpoints (and always at the end)
-    grid_rows: int = 8  # fixed latent rows (stage 1) / faces (stages 2-3) in sample grids
-    resume: bool = False
-    overwrite: bool = False  # start a stage again although it has a checkpoint
-    progress: bool = True
-    data_cache: str | None = None  # where decoded faces are cached (default ~/.cache/age_cgan)
+    log_every: int = _setting(50, "steps per TensorBoard scalar window (means over it)")
+    sample_every: int = _setting(500, "steps between sample grids (and always at the end)")
+    checkpoint_every: int = _setting(1000, "steps between checkpoints (and always at the end)")
+    grid_rows: int = _setting(8, "fixed latent rows (stage 1) / faces (stages 2-3) in the "
+                              "sample grids")
+    resume: bool = _setting(False, "continue each stage from its checkpoint")
+    overwrite: bool = _setting(False, "start a stage again although it has a checkpoint")
+    progress: bool = _setting(True, "a progress bar and the data summary")
+    data_cache: str | None = _setting(None, "folder for decoded faces (default "
+                                      "~/.cache/age_cgan)")
 
     def __post_init__(self):
         if self.stage not in (*STAGES, "all", "fr"):
-            raise ValueError(f"--stage must be 1, 2, 3, all or fr, got {self.stage!r}")
-        if self.batch_size < 1:
-            raise ValueError("--batch-size must be at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError("--steps must be at least 1")
+            raise SettingError(f"{setting('stage')} must be 1, 2, 3, all or fr, got "
+                               f"{self.stage!r}")
         if self.arch not in ("tutorial", "lite"):
-            raise ValueError(f"--arch must be tutorial or lite, got {self.arch!r}")
-        if self.mismatch_weight < 0:
-            raise ValueError("--mismatch-weight must be at least 0")
+            raise SettingError(f"{setting('arch')} must be tutorial or lite, got {self.arch!r}")
         self._check_ranges()
         self._check_devices()
         if self.image_size % 16:
-            raise ValueError("--image-size must be a multiple of 16 (four stride-2 blocks)")
+            raise SettingError(f"{setting('image_size')} must be a multiple of 16 (four "
+                               "stride-2 blocks)")
 
     def _check_ranges(self):
         """Every count at least 1, every rate above 0: a 0 would fail hours later (a modulo
-        by --checkpoint-every after the first step) or train nothing."""
-        for flag in ("image_size", "z_dim", "log_every", "sample_every", "checkpoint_every",
-                     "grid_rows", "stage2_pairs", "fr_input_size"):
-            if getattr(self, flag) < 1:
-                raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got "
-                                 f"{getattr(self, flag)}")
-        for flag in ("lr_gan", "lr_encoder", "lr_identity", "lr_fr"):
-            if not 0 < getattr(self, flag) < math.inf:
-                raise ValueError(f"{flag} must be above 0, got {getattr(self, flag)}")
-        if self.epochs is not None and not 0 < self.epochs < math.inf:
-            raise ValueError(f"--epochs must be above 0, got {self.epochs}")
+        by checkpoint_every after the first step) or train nothing."""
+        for name in ("batch_size", "steps", "image_size", "z_dim", "log_every", "sample_every",
+                     "checkpoint_every", "grid_rows", "stage2_pairs", "fr_input_size",
+                     "fr_pairs_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SettingError(f"{setting(name)} must be at least 1, got {value}")
+        for name in ("lr_gan", "lr_encoder", "lr_identity", "lr_fr", "epochs"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < math.inf:
+                raise SettingError(f"{setting(name)} must be above 0, got {value}")
+        for name in ("mismatch_weight", "adversarial_weight", "fr_distill_weight",
+                     "fr_relation_weight", "fr_identity_weight", "fr_margin",
+                     "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise SettingError(f"{setting(name)} must be at least 0, got {value}")
         if not 0 <= self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
-        if not 0 <= self.adversarial_weight < math.inf:
-            raise ValueError(f"adversarial_weight must be at least 0, got "
-                             f"{self.adversarial_weight}")
+            raise SettingError(f"{setting('test_fraction')} must be in [0, 1), got "
+                               f"{self.test_fraction}")
 
     def _check_devices(self):
         """"all" or a positive count that divides the (global) batch: the same faces per
-        device every step. "all" is checked where the devices are known (training.devices)."""
+        device every step. "all" is checked where the devices are known (backend.devices)."""
         if isinstance(self.devices, str) and self.devices.strip().lower() == "all":
             return
         try:
@@ -108,10 +179,18 @@ class TrainConfig:
         except (TypeError, ValueError):
             count = 0
         if count < 1 or isinstance(self.devices, bool):
-            raise ValueError(f"--devices must be a positive number or 'all', got {self.devices!r}")
+            raise SettingError(f"{setting('devices')} must be a positive number or 'all', got "
+                               f"{self.devices!r}")
         if self.batch_size % count:
-            raise ValueError(f"--batch-size {self.batch_size} does not divide over {count} "
-                             f"devices: use a multiple of {count}")
+            raise SettingError(f"{setting('batch_size')} {self.batch_size} does not divide "
+                               f"over {count} devices: use a multiple of {count}")
+
+    @classmethod
+    def from_stored(cls, values: dict, **changes) -> "TrainConfig":
+        """A run folder's config.json (checked by ``check_stored``) back as a TrainConfig;
+        keys that are not settings (backend, device_count, ...) are left out."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, **changes})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -167,5 +246,5 @@ def check_stored(values: dict) -> None:
     try:
         TrainConfig(**known)
         AgeBins.parse(known.get("age_bins", DEFAULT_SPEC))
-    except ValueError as error:
+    except ValueError as error:  # worded with the file's keys, not flags
         raise ValueError(f"invalid setting: {error}") from error

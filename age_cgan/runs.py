@@ -21,22 +21,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from age_cgan.ages import AgeBins
+from age_cgan.errors import AgeCganError, command, raw_message, setting, trained_by
 from age_cgan.files import atomic_path
 
 if TYPE_CHECKING:
     import keras
 
+    from age_cgan.config import TrainConfig
+
 NETWORKS = ("encoder", "generator", "discriminator", "face_recognizer")
-WHICH_STAGE = {
-    "generator": "1",
-    "discriminator": "1",
-    "encoder": "2",
-    "face_recognizer": "fr",
-}
+
+#: ``face_recognizer_weights``' answer for the run's own trained FR (not a possible file name).
+RUN_FR = "<the run's models/face_recognizer.keras>"
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(AgeCganError, RuntimeError):
     """A run folder lacks what a stage or a tool needs; the message says what and how to fix."""
+
+
+class MissingModel(RunFolderError):
+    """``RUN/models/<network>.keras`` is not there: the stage that trains it has not run."""
+
+    def __init__(self, message: str, network: str):
+        self.network = network
+        super().__init__(message)
 
 
 class RunLocked(RunFolderError):
@@ -63,7 +71,8 @@ def _pid_alive(pid: int) -> bool:
 def check_keras_file(path, what: str, fix: str) -> None:
     """Raise RunFolderError when ``path`` is not a whole .keras file (a zip archive).
 
-    Keras reports a truncated file as "File not found"; this says what is wrong and ``fix``.
+    Keras reports a truncated file as "File not found"; this says what is wrong and ``fix``
+    (which may name settings and commands, see ``age_cgan.errors``).
     """
     path = Path(path)
     problem = None
@@ -96,16 +105,56 @@ def write_json_atomic(path, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def load_dataset_for_run(config: dict, data=None, progress: bool = True):
-    """The run's faces, decoded and split exactly as training does (config "data",
-    "image_size", "age_bins", "test_fraction", "seed", "data_cache"); ``data`` replaces
-    config "data"."""
+def load_keras_file(path, network: str, fix: str) -> keras.Model:
+    """Load one network from a ``.keras`` file, safely (``safe_mode=True``, so no code in the
+    file runs): the one place the project loads Keras files. A damaged or unloadable file is a
+    RunFolderError naming it, with ``fix``."""
+    check_keras_file(path, network, fix)
+    import keras  # here, not at the top: reading a run's config needs no deep-learning stack
+
+    from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        raise RunFolderError(f"cannot load {path} as the {network}: {type(error).__name__}: "
+                             f"{error}") from error
+
+
+def face_recognizer_weights(run: RunFolder | None, fr_weights: str | None,
+                            default: str = "imagenet") -> str:
+    """Which FR a stage or a tool uses: ``RUN_FR`` (the run's trained one, when ``fr_weights``
+    is None and the run has it), else ``fr_weights``, else ``default`` ("imagenet", "none" or a
+    weights file's path). The one place this choice is made: stage 3 defaults to "imagenet"
+    (the book's), stage fr and inference to "none" (a random backbone)."""
+    if fr_weights is None and run is not None and run.has_model("face_recognizer"):
+        return RUN_FR
+    return default if fr_weights is None else fr_weights
+
+
+def load_face_recognizer(run: RunFolder | None, weights: str, image_size: int, input_size: int,
+                         arch: str) -> keras.Model:
+    """The FR ``face_recognizer_weights`` chose: the run's trained one, or a freshly built
+    one with those backbone weights ("none": random)."""
+    if weights == RUN_FR:
+        return run.load_model("face_recognizer")
+    from age_cgan.networks import build_face_recognizer
+
+    return build_face_recognizer(image_size, weights=None if weights == "none" else weights,
+                                 input_size=input_size, arch=arch)
+
+
+def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool = True):
+    """The run's faces, decoded and split exactly as training does (its data, image_size,
+    age_bins, test_fraction, seed and data_cache); ``data`` replaces the run's data."""
     from age_cgan.data import load_dataset
 
+    if not isinstance(config, dict):
+        config = config.to_dict()
     data = data or config.get("data")
     if not data:
-        raise ValueError("no data given: pass --data PATH (a UTKFace folder, wiki.mat / "
-                         "imdb.mat, or a CSV of path,age)")
+        raise RunFolderError(f"no data given: pass {setting('data')} (a UTKFace folder, "
+                             "wiki.mat / imdb.mat, or a CSV of path,age)")
     return load_dataset(
         data, image_size=int(config.get("image_size", 64)), age_bins=config.get("age_bins"),
         cache_dir=config.get("data_cache"), test_fraction=float(config.get("test_fraction", 0.1)),
@@ -134,14 +183,15 @@ class RunFolder:
         if not self.config_path.is_file():
             raise RunFolderError(
                 f"{self.path} is not a run folder (no config.json); train one with "
-                f"`python train.py --stage 1 --data PATH --run {self.path}`"
+                f"{command('train', stage='1', data='PATH', run=str(self.path))}"
             )
         try:
             config = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise RunFolderError(
                 f"{self.config_path} is damaged: not valid JSON ({error}). Repair it by hand "
-                "(train.py wrote it with one key per line), or train into a new --run folder."
+                f"(training wrote it with one key per line), or train into a new "
+                f"{setting('run')} folder."
             ) from error
         if not isinstance(config, dict):
             raise RunFolderError(f"{self.config_path} is damaged: it holds a JSON "
@@ -151,9 +201,16 @@ class RunFolder:
         try:
             check_stored(config)
         except ValueError as error:
-            raise RunFolderError(f"{self.config_path}: {error}. Fix the value in the file, or "
-                                 "train into a new --run folder.") from error
+            raise RunFolderError(f"{self.config_path}: {raw_message(error)}. Fix the value in "
+                                 f"the file, or train into a new {setting('run')} folder."
+                                 ) from error
         return config
+
+    def train_config(self, **changes) -> TrainConfig:
+        """The stored config (checked) as a ``TrainConfig``, with ``changes``."""
+        from age_cgan.config import TrainConfig
+
+        return TrainConfig.from_stored(self.read_config(), **changes)
 
     def write_config(self, config: dict) -> None:
         write_json_atomic(self.config_path, config)
@@ -196,7 +253,8 @@ class RunFolder:
             handle.close()
             raise RunLocked(
                 f"{self.path} is in use: process {holder} is training in it (it holds "
-                f"{self.lock_path}). Wait for it to finish, stop it, or use another --run."
+                f"{self.lock_path}). Wait for it to finish, stop it, or use another "
+                f"{setting('run')}."
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -249,21 +307,11 @@ class RunFolder:
         """Load ``models/<network>.keras`` safely; a clear error names the stage that makes it."""
         path = self.model_path(network)
         if not path.is_file():
-            stage = WHICH_STAGE.get(network, "?")
-            raise RunFolderError(
+            raise MissingModel(
                 f"{path} is missing: the run folder {self.path} has no trained {network}. "
-                f"Run `python train.py --stage {stage} --run {self.path}` first."
-            )
-        check_keras_file(path, network, f"Train it again: `python train.py --stage "
-                         f"{WHICH_STAGE.get(network, '?')} --run {self.path} --overwrite`.")
-        import keras  # here, not at the top: reading a run's config needs no deep-learning stack
-
-        from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
-
-        try:
-            return keras.saving.load_model(path, safe_mode=True, compile=False)
-        except Exception as error:
-            raise RunFolderError(f"cannot load {path}: {type(error).__name__}: {error}") from error
+                f"Run {trained_by(network, run=str(self.path))} first.", network)
+        return load_keras_file(path, network, "Train it again: "
+                               f"{trained_by(network, run=str(self.path), overwrite=True)}.")
 
     def save_model(self, model: keras.Model, network: str) -> Path:
         """Write ``models/<network>.keras`` atomically (temp name + rename)."""

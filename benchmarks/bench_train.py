@@ -23,10 +23,10 @@ import keras
 
 from age_cgan.config import TrainConfig
 from age_cgan.runs import RunFolder
-from age_cgan.training.bridge import BACKEND, Step
-from age_cgan.training.devices import device_count, placement
-from age_cgan.training.loop import load_data, run_stage, train
-from age_cgan.training.stages import STAGE_CLASSES
+from age_cgan.backend import BACKEND, Step
+from age_cgan.backend.devices import device_count, placement
+from age_cgan.training import load_data, run_stage, train
+from age_cgan.training import STAGE_CLASSES
 
 
 def bare_step_seconds(config, stage_name, dataset, steps):

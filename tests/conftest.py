@@ -55,7 +55,7 @@ TINY = dict(image_size=32, batch_size=4, fr_weights="none", fr_input_size=75, lo
 def trained_run(tmp_path_factory, tiny_faces):
     """A run folder with all three stages trained for 2 steps (TensorFlow backend)."""
     from age_cgan.config import TrainConfig
-    from age_cgan.training.loop import train
+    from age_cgan.training import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     cache = tmp_path_factory.mktemp("cache")

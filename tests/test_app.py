@@ -89,7 +89,7 @@ def app_run(tmp_path_factory, tiny_faces):
     """A run folder with stages 1 and 2 trained for 2 steps: E and G are all the page's
     none / pixel / difference methods need (stage 3 only fine-tunes E)."""
     from age_cgan.config import TrainConfig
-    from age_cgan.training.loop import train
+    from age_cgan.training import train
 
     run = tmp_path_factory.mktemp("runs") / "app"
     cache = tmp_path_factory.mktemp("cache")

@@ -7,7 +7,7 @@ device and on 2 (the 2-device run starting from the 1-device run's networks, so 
 compared on its own), resumes across device counts, and prints what it measured as JSON.
 
 BatchNorm: on JAX the jitted step sees the global batch, so its statistics are the whole
-batch's; on TensorFlow the bridge all-reduces them over replicas (``synchronized``), so neither
+batch's; on TensorFlow the step all-reduces them over replicas (``synchronized``), so neither
 backend has per-replica statistics and 2 devices must give the 1-device numbers. Dropout: JAX
 draws the global batch's mask (the same as on 1 device); TensorFlow replicas draw their own, so
 the TensorFlow run builds G without dropout on both sides.
@@ -43,8 +43,8 @@ if backend == "tensorflow":  # replicas draw their own dropout masks: off on bot
 from age_cgan.config import TrainConfig
 from age_cgan.runs import RunFolder
 from age_cgan.training.checkpoint import load_checkpoint
-from age_cgan.training.devices import local_devices
-from age_cgan.training.loop import train
+from age_cgan.backend.devices import local_devices
+from age_cgan.training import train
 
 faces, tmp = Path(sys.argv[1]), Path(sys.argv[2])
 # --arch lite: its small FR compiles in seconds under MirroredStrategy, where InceptionResNetV2
@@ -155,7 +155,7 @@ def test_two_devices_train_every_stage_as_one_and_resume_across_counts(
 
 def test_batch_size_must_divide_over_the_devices():
     from age_cgan.config import TrainConfig
-    from age_cgan.training.devices import DeviceError, check_batch, parse_devices
+    from age_cgan.backend.devices import DeviceError, check_batch, parse_devices
 
     with pytest.raises(ValueError, match="does not divide over 4 devices"):
         TrainConfig(batch_size=30, devices=4)

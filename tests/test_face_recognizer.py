@@ -13,7 +13,8 @@ from age_cgan.data.dataset import FaceDataset
 from age_cgan.networks import L2Normalize, build_face_recognizer
 from age_cgan.runs import RunFolder, RunFolderError
 from age_cgan.training import face_recognizer as frt
-from age_cgan.training.bridge import Step, Update
+from age_cgan.backend import Step, Update
+from age_cgan.training import train_face_recognizer
 
 RNG = np.random.default_rng(0)
 
@@ -163,7 +164,7 @@ def tiny_dataset(tmp_path, n=24, size=16, identities=False):
 def test_train_face_recognizer_saves_a_loadable_model_and_summary(tmp_path, identities):
     dataset = tiny_dataset(tmp_path, identities=identities)
     run = RunFolder(tmp_path / "run")
-    summary = frt.train_face_recognizer(run.path, dataset, steps=6, batch_size=8,
+    summary = train_face_recognizer(run.path, dataset, steps=6, batch_size=8,
                                         learning_rate=1e-2, model=tiny_model(), log_every=2,
                                         eval_faces=6, progress=False)
     assert summary["teacher"] == "dlib_face_recognition_resnet_model_v1"
@@ -184,11 +185,11 @@ def test_train_face_recognizer_resumes_and_refuses_to_overwrite(tmp_path):
     run = RunFolder(tmp_path / "run")
     args = dict(batch_size=8, model=tiny_model(), log_every=1, checkpoint_every=2, progress=False,
                 measure_initial=False, eval_faces=4)
-    frt.train_face_recognizer(run.path, dataset, steps=4, **args)
+    train_face_recognizer(run.path, dataset, steps=4, **args)
     with pytest.raises(RunFolderError, match="resume"):
-        frt.train_face_recognizer(run.path, dataset, steps=6, **args)
+        train_face_recognizer(run.path, dataset, steps=6, **args)
     args["model"] = tiny_model()
-    summary = frt.train_face_recognizer(run.path, dataset, steps=6, resume=True, **args)
+    summary = train_face_recognizer(run.path, dataset, steps=6, resume=True, **args)
     steps = [json.loads(line)["step"] for line in open(run.stage_dir("fr") / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6] and summary["steps_done"] == 6
 
@@ -197,5 +198,5 @@ def test_without_teacher_or_identities_it_says_what_is_missing(tmp_path):
     dataset = tiny_dataset(tmp_path)
     os.remove(tmp_path / "faces" / "dlib_descriptors.npz")
     with pytest.raises(ValueError, match="dlib_descriptors.npz"):
-        frt.train_face_recognizer(tmp_path / "run", dataset, steps=1, batch_size=4,
+        train_face_recognizer(tmp_path / "run", dataset, steps=1, batch_size=4,
                                   model=tiny_model(), progress=False)

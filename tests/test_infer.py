@@ -174,7 +174,7 @@ def test_parse_ages():
 
 
 def test_optimisation_under_jax():
-    """The latent optimisation again on the JAX backend (the bridge's other half)."""
+    """The latent optimisation again on the JAX backend (the backend layer's other half)."""
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from age_cgan import networks
+from age_cgan.cli.words import cli_message
 from age_cgan.config import TrainConfig
 from conftest import TINY, make_face_folder
 
@@ -33,12 +34,13 @@ def test_lite_face_recognizer_has_no_pretrained_backbone():
         networks.build_face_recognizer(arch="lite", weights="imagenet")
     with pytest.raises(ValueError, match="unknown architecture"):
         networks.build_encoder(arch="huge")
-    with pytest.raises(ValueError, match="--arch"):
+    with pytest.raises(ValueError, match="arch must be tutorial or lite") as refused:
         TrainConfig(arch="huge")
+    assert cli_message(refused.value).startswith("--arch must be")  # train.py's wording
 
 
 def test_lite_stage1_with_the_wrong_age_term(tiny_faces, tmp_path):
-    from age_cgan.training.loop import train
+    from age_cgan.training import train
 
     run = tmp_path / "lite"
     train(TrainConfig(stage="1", data=str(tiny_faces), run=str(run), steps=2, arch="lite",

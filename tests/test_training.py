@@ -1,18 +1,20 @@
 """Each stage for a few real steps on tiny data: events, checkpoints, resume, frozen networks."""
 
 import json
+import re
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from age_cgan.cli.words import cli_message
 from age_cgan.config import TrainConfig
 from age_cgan.runs import RunFolder, RunFolderError
 from age_cgan.training import stages as stages_module
-from age_cgan.training.bridge import Step
+from age_cgan.backend import Step
 from age_cgan.training.checkpoint import checkpoint_step
-from age_cgan.training.loop import NonFiniteLoss, load_data, train
+from age_cgan.training import STAGE_CLASSES, NonFiniteLoss, load_data, train
 from conftest import TINY
 
 
@@ -64,8 +66,9 @@ def test_stage1_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_faces):
     train(straight)
     interrupted = straight.replace(run=str(tmp_path / "resumed"), steps=2)
     train(interrupted)
-    with pytest.raises(RunFolderError, match="--resume"):
+    with pytest.raises(RunFolderError, match="resume=True") as refused:
         train(interrupted.replace(steps=4))  # never silently starts over a checkpoint
+    assert "Pass --resume to continue it" in cli_message(refused.value)  # as train.py says it
     train(interrupted.replace(steps=4, resume=True))
     a, b = losses_by_step(tmp_path / "straight", 1), losses_by_step(tmp_path / "resumed", 1)
     assert sorted(b) == [1, 2, 3, 4]
@@ -150,7 +153,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_faces, m
 
 def _stage(config, name, run, dataset=None):
     keras.utils.set_random_seed(0)
-    stage = stages_module.STAGE_CLASSES[name](config, RunFolder(run), dataset)
+    stage = STAGE_CLASSES[name](config, RunFolder(run), dataset)
     return stage, Step(stage.models, stage.optimizers, stage.updates)
 
 
@@ -193,8 +196,11 @@ def test_stage3_freezes_generator_and_fr_unless_asked(trained_run, tiny_faces, t
 
 def test_later_stages_fail_clearly_without_earlier_ones(tmp_path, tiny_faces):
     config = config_for(tmp_path / "empty", tiny_faces, tmp_path / "cache", stage="2")
-    with pytest.raises(RunFolderError, match=r"models/generator.keras .* --stage 1"):
+    with pytest.raises(RunFolderError, match=r"models/generator.keras") as missing:
         train(config)
+    assert re.search(r"models/generator.keras .* `python train.py --stage 1 --run ",
+                     cli_message(missing.value))  # the stage that trains it, as a command
+    assert "stage=age_cgan.training.maker_of('generator')" in str(missing.value)
     with pytest.raises(RunFolderError, match=r"stage 3 needs models/encoder.keras"):
         train(config.replace(stage="3"))
 
@@ -227,7 +233,7 @@ def test_stage_fr_trains_the_face_recognizer_that_stage3_then_uses(tmp_path):
     assert run.has_model("face_recognizer")
     assert checkpoint_step(run.stage_dir("fr") / "checkpoint.npz") == 2
     saved = run.load_model("face_recognizer")
-    used = stages_module.load_face_recognizer(run, config.replace(stage="3", fr_weights=None))
+    used = stages_module.stage3_face_recognizer(run, config.replace(stage="3", fr_weights=None))
     for a, b in zip(weights(saved), weights(used)):
         np.testing.assert_array_equal(a, b)
 
@@ -416,7 +422,7 @@ def test_resume_drops_the_metrics_logged_after_the_checkpoint(trained_run, tiny_
     ('{"image_size": "64"}', 'image_size must be an integer, not "64"'),
     ('{"age_bins": 42}', "age_bins must be a string, not 42"),
     ('{"age_bins": "60-20"}', "invalid setting"),
-    ('{"z_dim": 0}', "--z-dim must be at least 1"),
+    ('{"z_dim": 0}', "z_dim must be at least 1"),
 ])
 def test_config_json_is_checked_with_the_file_and_key_named(tmp_path, text, expected):
     (tmp_path / "config.json").write_text(text)
@@ -431,4 +437,4 @@ def test_a_damaged_keras_file_is_reported_as_damaged(trained_run, tmp_path):
     model.write_bytes(model.read_bytes()[:1000])
     with pytest.raises(RunFolderError, match="generator.keras \\(generator\\) is damaged") as error:
         RunFolder(run).load_model("generator")
-    assert "--stage 1" in str(error.value) and "--overwrite" in str(error.value)
+    assert "--stage 1" in cli_message(error.value) and "--overwrite" in cli_message(error.value)

@@ -11,6 +11,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default:" in text or action.default in (None, argparse.SUPPRESS, False):
+        if ("default:" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):  # (0 is a default to show)
             return text
         return super()._get_help_string(action)

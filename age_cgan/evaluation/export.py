@@ -90,7 +90,7 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
     run's test faces reconstructed from each latent method. ``dataset`` / ``models`` replace
     what would be loaded (the run's data, ``AgingModels.from_run``)."""
     from age_cgan.aging import AgingModels
-    from age_cgan.training.bridge import BACKEND
+    from age_cgan.backend import BACKEND
 
     settings, started, timings = settings or EvalSettings(), time.perf_counter(), {}
     if settings.pairs:

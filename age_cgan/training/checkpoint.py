@@ -8,6 +8,7 @@ half-written checkpoint; read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from age_cgan.errors import setting
 from age_cgan.files import atomic_path
 from age_cgan.runs import RunFolderError
 
@@ -27,9 +29,21 @@ class DamagedCheckpoint(RunFolderError):
     def __init__(self, path, problem: str):
         self.path, self.problem = Path(path), problem
         super().__init__(
-            f"{path} is damaged: {problem}. It cannot be resumed; pass --overwrite to start "
-            "the stage again (the damaged file is replaced), or put back a good copy."
+            f"{path} is damaged: {problem}. It cannot be resumed; pass "
+            f"{setting('overwrite', True)} to start the stage again (the damaged file is "
+            "replaced), or put back a good copy."
         )
+
+
+class CheckpointExists(RunFolderError):
+    """A stage already has a checkpoint and the command said neither resume nor overwrite."""
+
+    def __init__(self, stage: str, run, step: int, path):
+        self.stage, self.step, self.path = stage, step, Path(path)
+        super().__init__(
+            f"stage {stage} of {run} already has a checkpoint at step {step} ({path}). Pass "
+            f"{setting('resume', True)} to continue it, or {setting('overwrite', True)} to "
+            "start the stage again.")
 
 
 def _read_error(error: Exception) -> str:
@@ -122,3 +136,35 @@ def checkpoint_state(path) -> tuple[int | None, DamagedCheckpoint | None]:
         return checkpoint_step(path), None
     except DamagedCheckpoint as damage:
         return None, damage
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumption:
+    """What a stage does with its checkpoint file: resume from ``step``, or start at step 0
+    (``step`` None); ``note`` says which for the dry run ("" for a stage with no checkpoint)."""
+
+    step: int | None
+    note: str = ""
+
+
+def resumption(path, stage: str, run, resume: bool, overwrite: bool) -> Resumption:
+    """The one resume-or-refuse rule, for training and for the dry run alike.
+
+    A checkpoint is continued with ``resume``, started over with ``overwrite``, and otherwise
+    refused (CheckpointExists), so no work is lost by a repeated command; a damaged checkpoint
+    can only be started over (DamagedCheckpoint without ``overwrite``).
+    """
+    stored, damage = checkpoint_state(path)
+    if damage is not None:
+        if not overwrite:
+            raise damage
+        return Resumption(None, "starts over its damaged checkpoint "
+                          f"({setting('overwrite', True)})")
+    if stored is None:
+        return Resumption(None, "")
+    if resume:
+        return Resumption(stored, f"resumes its checkpoint at step {stored}")
+    if overwrite:
+        return Resumption(None, f"starts over its checkpoint at step {stored} "
+                          f"({setting('overwrite', True)})")
+    raise CheckpointExists(stage, run, stored, path)

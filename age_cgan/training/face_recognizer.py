@@ -16,8 +16,10 @@ The tutorial's FR is an untrained Dense(128) on ImageNet features: a random proj
 
 Without ImageNet weights (none can be downloaded offline) the backbone is random, so it is
 trained end to end; with a local weights file the backbone is frozen by default and only the
-head (plus the last ``train_backbone_layers`` layers) learns. Written once on
-``training.bridge`` (Update/Step), so it runs on TensorFlow or JAX.
+head (plus the last ``fr_train_backbone_layers`` layers) learns. ``FaceRecognizerStage`` is a
+``Stage`` like the others (its own batches, teacher and losses are here), so the generic runner
+trains, checkpoints and resumes it; written once on ``age_cgan.backend`` (Update/Step), so it
+runs on TensorFlow or JAX. Its settings are ``TrainConfig``'s ``fr_*`` fields.
 
 Outputs in the run folder: ``models/face_recognizer.keras`` (stage 3 and infer.py use it when
 present), ``stagefr/checkpoint.npz`` (resume), ``stagefr/metrics.jsonl`` + TensorBoard events,
@@ -35,16 +37,21 @@ import numpy as np
 from keras import ops
 
 from age_cgan import networks
+from age_cgan.backend import BACKEND, Update
 from age_cgan.data import normalize
+from age_cgan.errors import AgeCganError, setting
+from age_cgan.evaluation.pairs import embed, verify_pairs
 from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD, find_teacher_file, teacher_descriptors
-from age_cgan.runs import RunFolder, RunFolderError, holding_run_lock, write_json_atomic
-from age_cgan.training.bridge import BACKEND, Step, Update
-from age_cgan.training.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
-from age_cgan.training.devices import placement as device_placement
+from age_cgan.runs import RunFolder, face_recognizer_weights, write_json_atomic
+from age_cgan.training.stage import Stage
 
 STAGE = "fr"
 NETWORK = "face_recognizer"
 MIN_INPUT_SIZE = 75  # InceptionResNetV2's smallest input
+
+
+class NothingToLearn(AgeCganError, ValueError):
+    """The faces have neither teacher descriptors nor identities to train FR on."""
 
 
 # =========================================================================== losses
@@ -95,7 +102,7 @@ def batch_hard_triplet(embedding, identity, margin=0.2):
 
 
 def make_fr_loss(distill_weight=1.0, relation_weight=1.0, identity_weight=1.0, margin=0.2):
-    """The stage's loss ``(forward, batch) -> (loss, metrics)`` for ``bridge.Update``.
+    """The stage's loss ``(forward, batch) -> (loss, metrics)`` for ``backend.Update``.
 
     batch: image (B, S, S, 3) in [-1, 1]; target (B, 128) unit (zeros where unknown);
     has_target (B,) 0/1; identity (B,) int32, -1 where unknown.
@@ -239,8 +246,6 @@ def centred_cosine(embeddings, targets) -> float:
 
 
 def _held_out_report(model, dataset, teacher, rows, batch_size, pairs, pairs_limit, seed) -> dict:
-    from age_cgan.evaluation import embed, verify_pairs
-
     report = {}
     if len(rows):
         e = embed(model, dataset.images[rows], batch_size)
@@ -325,169 +330,125 @@ def _targets(dataset, teacher_file, identity_weight):
     identity = _identity_ints(dataset.identities)
     use_identity = identity_weight > 0 and bool((identity[train_rows] >= 0).any())
     if not teacher.found[train_rows].any() and not use_identity:
-        raise ValueError(
+        raise NothingToLearn(
             "nothing to train FR on: no dlib_descriptors.npz covers these faces (none beside "
             "them, or their files are not image_size pixels as the descriptors assume; make one "
-            "with age_cgan.judges.FaceVerifier, or pass teacher_file=) and the data has no "
-            "identities")
+            f"with age_cgan.judges.FaceVerifier, or name one with {setting('fr_teacher')}) and "
+            "the data has no identities")
     return teacher, identity, use_identity
 
 
-def _loop(run, step_fn, model, optimizer, sampler, checkpoint, start, steps, log_every,
-          checkpoint_every, recalibrate_batches, state, progress) -> list[dict]:
-    """Steps start+1..steps through the shared loop; BatchNorm recalibrated at the end."""
-    from age_cgan.training.loop import fit
+class FaceRecognizerStage(Stage):
+    """Stage fr: FR distilled from the teacher's descriptors (and triplets on identities).
 
-    def save(step):
-        save_checkpoint(checkpoint, {NETWORK: model}, {NETWORK: optimizer}, step,
-                        {"sampler": sampler.get_state(), **state}, {})
-
-    def recalibrate():
-        recalibrate_batch_norm(model, sampler.next, recalibrate_batches)
-
-    return fit(step_fn, sampler.next, name=STAGE, logdir=run.stage_dir(STAGE), start=start,
-               total=steps, batch_size=sampler.batch_size, log_every=log_every,
-               sample_every=steps, checkpoint_every=checkpoint_every, progress=progress,
-               save=save, before_final=recalibrate if recalibrate_batches else None)
-
-
-@holding_run_lock  # its caller train() may hold it already: the lock nests
-def train_face_recognizer(
-    run_dir,
-    dataset=None,
-    steps: int = 2000,
-    batch_size: int = 32,
-    *,
-    learning_rate: float = 1e-3,  # Keras Adam default; what the measured CPU run used
-    input_size: int | None = None,
-    weights: str | None = None,
-    freeze_backbone: bool | None = None,
-    train_backbone_layers: int = 0,
-    teacher_file=None,
-    distill_weight: float = 1.0,
-    relation_weight: float = 1.0,
-    identity_weight: float = 1.0,
-    margin: float = 0.2,
-    flip: bool = True,
-    eval_faces: int = 500,
-    pairs=None,
-    pairs_limit: int | None = 200,
-    measure_initial: bool = True,
-    recalibrate_batches: int = 20,
-    log_every: int = 25,
-    checkpoint_every: int = 500,
-    resume: bool = False,
-    overwrite: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-    jit: bool = True,
-    model: keras.Model | None = None,
-    devices=1,
-) -> dict:
-    """Train FR in ``run_dir`` and save ``models/face_recognizer.keras``; returns the summary.
-
-    dataset: a ``FaceDataset`` (default: the run's config "data", split as training did); it
-      trains on the train split and reports agreement with the teacher on up to ``eval_faces``
-      test faces. teacher_file: a ``dlib_descriptors.npz`` (default: beside the faces).
-    input_size / weights: the backbone's input side (default config "fr_input_size", else 160;
-      75 is the least) and weights (default config "fr_weights"; None / "none" = random,
-      "imagenet" needs a download, or a local .h5 file).
-    freeze_backbone: default True with pretrained weights, False with a random backbone;
-      ``train_backbone_layers`` unfreezes that many last backbone layers when frozen.
-    distill_weight / relation_weight: the cosine and relational distillation terms;
-      identity_weight / margin: the triplet term, used where the data has identities.
-    pairs: a CACD-VS pairs.csv to verify people with the trained FR (``pairs_limit`` pairs).
-    recalibrate_batches: training batches whose mean BatchNorm statistics replace the moving
-      averages at the end (see ``recalibrate_batch_norm``); 0 keeps the moving averages.
-    resume / overwrite: continue from ``stagefr/checkpoint.npz`` / start over it.
-    model: a prebuilt image -> unit-embedding model instead of building one (tests).
-    devices: "all" or N local devices, data parallel (training.devices). On TensorFlow each
-      replica computes the relational and triplet terms over its own rows (they compare faces
-      within a batch); on JAX, and for the cosine term, it is the whole batch's loss.
+    Settings: ``TrainConfig``'s ``fr_*`` fields and ``lr_fr``; ``fr_weights`` None or "none"
+    trains a random backbone end to end (``face_recognizer_weights``' default for this stage),
+    a weights file is frozen but for the last ``fr_train_backbone_layers`` layers unless
+    ``fr_freeze_backbone`` says otherwise. ``model``: a prebuilt image -> unit-embedding model
+    instead of building one (tests). With several devices on TensorFlow each replica computes
+    the relational and triplet terms over its own rows (they compare faces within a batch); on
+    JAX, and for the cosine term, it is the whole batch's loss.
     """
-    run = RunFolder(run_dir)
-    config = run.read_config() if run.config_path.is_file() else {}
-    if dataset is None:
-        from age_cgan.runs import load_dataset_for_run
 
-        dataset = load_dataset_for_run(config, None, progress)
-    teacher, identity, use_identity = _targets(dataset, teacher_file, identity_weight)
-    checkpoint = run.stage_dir(STAGE) / "checkpoint.npz"
-    stored_step, damage = checkpoint_state(checkpoint)
-    if damage is not None and not overwrite:
-        raise damage
-    if stored_step is not None and not resume and not overwrite:
-        raise RunFolderError(f"stage fr of {run.path} already has a checkpoint at step "
-                             f"{stored_step}: pass resume=True (--resume) or overwrite=True")
+    name = STAGE
+    trains = (NETWORK,)
 
-    # --- networks, step and batches --------------------------------------------------------
-    weights = weights if weights is not None else config.get("fr_weights")
-    weights = None if weights in (None, "none") else weights
-    input_size = int(input_size or config.get("fr_input_size") or networks.FR_INPUT_SIZE)
-    freeze = (weights is not None) if freeze_backbone is None else bool(freeze_backbone)
-    placement = device_placement(devices, batch_size)
-    keras.utils.set_random_seed(seed)
-    with placement.scope():  # replicated variables when several devices
-        if model is None:
-            model = networks.build_face_recognizer(dataset.image_size, weights, input_size,
-                                                   arch=config.get("arch", "tutorial"))
-        if freeze:
-            _freeze(model, train_backbone_layers)
-        optimizer = keras.optimizers.Adam(learning_rate, name="adam_face_recognizer")
-        loss = make_fr_loss(distill_weight, relation_weight,
-                            identity_weight if use_identity else 0, margin)
-        step_fn = Step({NETWORK: model}, {NETWORK: optimizer}, [Update(NETWORK, loss)], jit=jit,
-                       placement=placement)
-    train_rows = ~dataset.is_test & (teacher.found | (identity >= 0))
-    sampler = FRBatches(dataset.images, np.flatnonzero(train_rows), teacher.targets,
-                        teacher.found, identity, batch_size, seed, flip, pk=use_identity)
-    held = np.flatnonzero(dataset.is_test & teacher.found)
-    held = np.sort(np.random.default_rng(seed).permutation(held)[:eval_faces])
-    settings = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-                "input_size": input_size, "weights": weights or "none", "freeze_backbone": freeze,
-                "train_backbone_layers": train_backbone_layers if freeze else None,
-                "distill_weight": distill_weight, "relation_weight": relation_weight,
-                "identity_weight": identity_weight if use_identity else 0.0, "margin": margin,
-                "flip": flip, "recalibrate_batches": recalibrate_batches, "seed": seed,
-                "backend": BACKEND, "train_faces": int(len(sampler.rows)),
-                "held_out_faces": int(len(held))}
+    def __init__(self, config, run: RunFolder, dataset=None, model: keras.Model | None = None):
+        self.teacher, self.identity, self.use_identity = _targets(
+            dataset, config.fr_teacher, config.fr_identity_weight)
+        weights = face_recognizer_weights(None, config.fr_weights, default="none")
+        self.weights = None if weights == "none" else weights
+        self.freeze = ((self.weights is not None) if config.fr_freeze_backbone is None
+                       else bool(config.fr_freeze_backbone))
+        self.prebuilt, self.initial, self.started = model, None, None
+        super().__init__(config, run, dataset)
+        held = np.flatnonzero(dataset.is_test & self.teacher.found)
+        self.held = np.sort(np.random.default_rng(config.seed).permutation(held)
+                            [:config.fr_eval_faces])
+        if not config.fr_recalibrate_batches:
+            self.before_final = None
 
-    # --- resume or measure the starting point ----------------------------------------------
-    start, initial = 0, None
-    if resume and stored_step is not None:
-        with placement.scope():
-            start, state, _ = load_checkpoint(checkpoint, {NETWORK: model}, {NETWORK: optimizer})
-        sampler.set_state(state["sampler"])
-        initial = state.get("initial")
-        step_fn.reset()
-    elif measure_initial and teacher.found.any():
-        initial = _held_out_report(model, dataset, teacher, held, 64, None, None, seed)
+    def build(self):
+        c = self.config
+        model = self.prebuilt or networks.build_face_recognizer(
+            self.dataset.image_size, self.weights, c.fr_input_size, arch=c.arch)
+        if self.freeze:
+            _freeze(model, c.fr_train_backbone_layers)
+        loss = make_fr_loss(c.fr_distill_weight, c.fr_relation_weight,
+                            c.fr_identity_weight if self.use_identity else 0, c.fr_margin)
+        optimizer = keras.optimizers.Adam(c.lr_fr, name="adam_face_recognizer")
+        return {NETWORK: model}, {NETWORK: optimizer}, [Update(NETWORK, loss)]
 
-    # --- train, recalibrate, save -----------------------------------------------------------
-    started = time.perf_counter()
-    history = _loop(run, step_fn, model, optimizer, sampler, checkpoint, start, steps, log_every,
-                    checkpoint_every, recalibrate_batches, {"initial": initial}, progress)
-    run.save_model(model, NETWORK)
-    train_seconds = time.perf_counter() - started
+    def make_sampler(self):
+        train_rows = ~self.dataset.is_test & (self.teacher.found | (self.identity >= 0))
+        return FRBatches(self.dataset.images, np.flatnonzero(train_rows), self.teacher.targets,
+                         self.teacher.found, self.identity, self.config.batch_size,
+                         self.config.seed, self.config.fr_flip, pk=self.use_identity)
 
-    report = _held_out_report(model, dataset, teacher, held, 64, pairs, pairs_limit, seed)
-    summary = {
-        "teacher": DLIB_MODEL_NAME if teacher.found.any() else None,
-        "teacher_file": str(teacher_file or find_teacher_file(dataset.paths))
-        if teacher.found.any() else None,
-        "teacher_scale": teacher.scale,
-        "teacher_equivalent_threshold": DLIB_THRESHOLD / teacher.scale,
-        "identities_used": use_identity,
-        "identity_weight": settings["identity_weight"],
-        "settings": settings,
-        "steps_done": steps,
-        "train_seconds_this_call": train_seconds,
-        "final_losses": history[-1] if history else None,
-        "initial": initial,
-        "agreement": report.get("held_out"),
-        "pairs": report.get("pairs"),
-        "model": str(run.model_path(NETWORK)),
-    }
-    write_json_atomic(run.stage_dir(STAGE) / "summary.json", summary)
-    np.save(run.stage_dir(STAGE) / "teacher_mean.npy", teacher.mean)
-    return summary
+    def next_batch(self):
+        return self.sampler.next()
+
+    def get_state(self) -> dict:
+        return {"sampler": self.sampler.get_state(), "initial": self.initial}
+
+    def set_state(self, state: dict) -> None:
+        self.sampler.set_state(state["sampler"])
+        self.initial = state.get("initial")
+
+    def begin(self, resumed: bool) -> None:
+        """Measure the starting point (a resumed stage has it in its checkpoint)."""
+        if not resumed and self.config.fr_measure_initial and self.teacher.found.any():
+            self.initial = self.report(with_pairs=False)
+        self.started = time.perf_counter()
+
+    def before_final(self):
+        recalibrate_batch_norm(self.models[NETWORK], self.sampler.next,
+                               self.config.fr_recalibrate_batches)
+
+    def report(self, with_pairs: bool = True) -> dict:
+        c = self.config
+        return _held_out_report(self.models[NETWORK], self.dataset, self.teacher, self.held, 64,
+                                c.fr_pairs if with_pairs else None, c.fr_pairs_limit, c.seed)
+
+    def finish(self, history: list[dict]) -> dict:
+        """Agreement with the teacher on held-out faces, written to ``stagefr/summary.json``
+        with the teacher's centring vector (``teacher_mean.npy``)."""
+        c, teacher = self.config, self.teacher
+        train_seconds = time.perf_counter() - self.started
+        report = self.report()
+        found = bool(teacher.found.any())
+        identity_weight = c.fr_identity_weight if self.use_identity else 0.0
+        settings = {"steps": c.total_steps(STAGE, len(self.dataset.train())),
+                    "batch_size": c.batch_size, "learning_rate": c.lr_fr,
+                    "input_size": c.fr_input_size, "weights": self.weights or "none",
+                    "freeze_backbone": self.freeze,
+                    "train_backbone_layers": c.fr_train_backbone_layers if self.freeze else None,
+                    "distill_weight": c.fr_distill_weight, "relation_weight": c.fr_relation_weight,
+                    "identity_weight": identity_weight, "margin": c.fr_margin, "flip": c.fr_flip,
+                    "recalibrate_batches": c.fr_recalibrate_batches, "seed": c.seed,
+                    "backend": BACKEND, "train_faces": int(len(self.sampler.rows)),
+                    "held_out_faces": int(len(self.held))}
+        summary = {
+            "teacher": DLIB_MODEL_NAME if found else None,
+            "teacher_file": str(c.fr_teacher or find_teacher_file(self.dataset.paths))
+            if found else None,
+            "teacher_scale": teacher.scale,
+            "teacher_equivalent_threshold": DLIB_THRESHOLD / teacher.scale,
+            "identities_used": self.use_identity,
+            "identity_weight": identity_weight,
+            "settings": settings,
+            "steps_done": settings["steps"],
+            "train_seconds_this_call": train_seconds,
+            "final_losses": history[-1] if history else None,
+            "initial": self.initial,
+            "agreement": report.get("held_out"),
+            "pairs": report.get("pairs"),
+            "model": str(self.run.model_path(NETWORK)),
+        }
+        if self.writes:
+            write_json_atomic(self.run.stage_dir(STAGE) / "summary.json", summary)
+            np.save(self.run.stage_dir(STAGE) / "teacher_mean.npy", teacher.mean)
+        if c.progress:
+            print(f"stage fr: agreement with the teacher on held-out faces: "
+                  f"{summary['agreement']}")
+        return summary

@@ -15,7 +15,9 @@ import json
 import time
 
 from age_cgan.config import TrainConfig
+from age_cgan.errors import python_words
 from age_cgan.runs import RunFolder, write_json_atomic
+from age_cgan.training.orchestration import format_plan, plan, train
 
 #: Seconds per step of each lite stage at batch 64 (wall time, start-up and saving included),
 #: from the recipe.json of the shipped model's run on the 2-core development CPU with
@@ -50,10 +52,9 @@ def expected_seconds(name: str, configs) -> dict:
     return {c.stage: c.steps * per_step[c.stage] for c in configs}
 
 
-def format_recipe_plan(name: str, base: TrainConfig) -> str:
-    """The dry run: each stage's plan (as ``train.py --dry-run`` prints it) and expected time."""
-    from age_cgan.training.loop import format_plan, plan
-
+def format_recipe_plan(name: str, base: TrainConfig, word=python_words) -> str:
+    """The dry run: each stage's plan (as ``train.py --dry-run`` prints it) and expected time;
+    ``word`` words the settings the notes name (``orchestration.format_plan``)."""
     configs = stage_configs(name, base)
     expected = expected_seconds(name, configs)
     lines = [f"recipe {name}: {len(configs)} stages in {base.run}; expected "
@@ -64,7 +65,7 @@ def format_recipe_plan(name: str, base: TrainConfig) -> str:
         lines.append(f"\nstage {config.stage}: ~{expected[config.stage] / 60:.0f} min; "
                      + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
         if config.stage in ("1", "fr"):  # later stages need the models these write
-            lines.append(format_plan(config, plan(config)))
+            lines.append(format_plan(config, plan(config), word))
     return "\n".join(lines)
 
 
@@ -75,8 +76,6 @@ def run_recipe(name: str, base: TrainConfig) -> dict:
 
 
 def _run_stages(name: str, base: TrainConfig) -> dict:
-    from age_cgan.training.loop import train
-
     run = RunFolder(base.run)
     record_path = run.path / "recipe.json"
     record = json.loads(record_path.read_text()) if base.resume and record_path.is_file() else {}

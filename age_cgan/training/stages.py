@@ -1,8 +1,8 @@
-"""The three Age-cGAN training stages: networks, losses (as bridge updates), batches, samples.
+"""The three Age-cGAN training stages: networks, losses (as backend updates), batches, samples.
 
 Each stage is written once over ``Forward`` (stateless calls), so the same definition runs as a
-TensorFlow GradientTape step or a JAX step (see bridge.py). Batches are numpy: the stage owns a
-seeded numpy Generator (latents, random ages) and a data sampler, both saved in checkpoints.
+TensorFlow GradientTape step or a JAX step (see age_cgan/backend). Each declares what it needs
+and trains (``training.stage.Stage``); the face recogniser's stage is in face_recognizer.py.
 
 Stage 1: conditional GAN (D on real/fake pairs with one-sided smoothing; G non-saturating on
          uniformly random ages, as the book does).
@@ -17,91 +17,19 @@ import keras
 import numpy as np
 
 from age_cgan import losses, networks
-from age_cgan.ages import AgeBins
-from age_cgan.data import BatchSampler, denormalize, normalize
-from age_cgan.runs import RunFolder
-from age_cgan.training.bridge import Update
+from age_cgan.backend import Update
+from age_cgan.data import denormalize
+from age_cgan.runs import RunFolder, face_recognizer_weights, load_face_recognizer
+from age_cgan.training.stage import Stage
 from age_cgan.visualize import labelled_grid
-
-
-class Stage:
-    """Common parts: the config, the run folder, the seeded numpy RNG, sample helpers."""
-
-    name = "?"
-    trained: tuple = ()  # networks whose weights this stage changes (saved to models/)
-    needs_data = True
-
-    def __init__(self, config, run: RunFolder, dataset=None):
-        self.config, self.run, self.dataset = config, run, dataset
-        self.bins = AgeBins.parse(config.age_bins)
-        self.num_ages = self.bins.num_ages
-        self.rng = np.random.default_rng([config.seed, int(self.name)])
-        self.sampler = None
-        if self.needs_data:
-            train = dataset.train()
-            self.sampler = BatchSampler(
-                train.images, train.categories, self.num_ages, config.batch_size, seed=config.seed
-            )
-        self.models, self.optimizers, self.updates = self.build()
-        self.fixed = self.make_fixed()
-
-    # --- to be defined by each stage ---
-    def build(self):  # -> (models dict, optimizers dict, [Update])
-        raise NotImplementedError
-
-    def make_fixed(self) -> dict:  # arrays fixed for the whole stage (sample grids)
-        return {}
-
-    def next_batch(self) -> dict:
-        raise NotImplementedError
-
-    def samples(self) -> dict:  # tag -> uint8 grid, from the Keras variables
-        return {}
-
-    # --- shared ---
-    def random_ages(self, n):
-        return self.bins.one_hot(self.rng.integers(0, self.num_ages, n))
-
-    def normal(self, n):
-        return self.rng.standard_normal((n, self.config.z_dim)).astype(np.float32)
-
-    def get_state(self) -> dict:
-        state = {"rng": self.rng.bit_generator.state}
-        if self.sampler is not None:
-            state["sampler"] = self.sampler.get_state()
-        return state
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        if self.sampler is not None:
-            self.sampler.set_state(state["sampler"])
-
-    def adam(self, lr, beta_1=0.9, name=None):
-        return keras.optimizers.Adam(learning_rate=lr, beta_1=beta_1, name=name)
-
-    def load(self, network):
-        return self.run.load_model(network)
-
-    def test_faces(self, n):
-        """The first n test faces (or training faces when the split is empty), in [-1, 1]."""
-        test = self.dataset.test() if self.dataset.is_test.any() else self.dataset
-        n = min(n, len(test))
-        images = normalize(test.images[:n])
-        return images, self.bins.one_hot(test.categories[:n])
-
-    def age_rows(self, z, generator):
-        """G(z_i, every age) for each row z_i: (rows * num_ages, H, W, 3) uint8."""
-        rows = len(z)
-        z = np.repeat(z, self.num_ages, axis=0)
-        ages = np.tile(np.eye(self.num_ages, dtype=np.float32), (rows, 1))
-        return denormalize(keras.ops.convert_to_numpy(generator([z, ages], training=False)))
 
 
 class Stage1(Stage):
     """Conditional GAN."""
 
     name = "1"
-    trained = ("generator", "discriminator")
+    trains = ("generator", "discriminator")
+    rng_key = 1
 
     def build(self):
         c = self.config
@@ -163,8 +91,10 @@ class Stage2(Stage):
     """Encoder: initial latent approximation on fresh synthetic pairs."""
 
     name = "2"
-    trained = ("encoder",)
+    needs = ("generator",)
+    trains = ("encoder",)
     needs_data = False
+    rng_key = 2
 
     def build(self):
         c = self.config
@@ -206,17 +136,24 @@ class Stage3(Stage):
     """Identity-preserving fine-tuning of the encoder (and optionally the generator)."""
 
     name = "3"
+    needs = ("encoder", "generator")
+    trains = ("encoder",)
+    rng_key = 3
 
-    @property
-    def trained(self):
-        return ("encoder", "generator") if self.config.finetune_generator else ("encoder",)
+    @classmethod
+    def needs_for(cls, config):  # D's term keeps a fine-tuned G realistic
+        return cls.needs + (("discriminator",) if config.finetune_generator else ())
+
+    @classmethod
+    def trains_for(cls, config):
+        return cls.trains + (("generator",) if config.finetune_generator else ())
 
     def build(self):
         c = self.config
         models = {
             "encoder": self.load("encoder"),
             "generator": self.load("generator"),
-            "face_recognizer": load_face_recognizer(self.run, c),
+            "face_recognizer": stage3_face_recognizer(self.run, c),
         }
         updates = [Update("encoder", identity_step)]
         if c.finetune_generator:
@@ -275,42 +212,9 @@ def reconstruction_grid(stage, faces):
     return labelled_grid(rows.reshape(-1, *faces.shape[1:]), len(faces), len(labels), labels)
 
 
-#: ``face_recognizer_weights``' answer for the run's own trained FR (not a possible file name).
-RUN_FR = "<the run's models/face_recognizer.keras>"
-
-
-def face_recognizer_weights(run: RunFolder, config) -> str:
-    """Which FR stage 3 uses: ``RUN_FR`` (the run's trained one), "imagenet", "none" or a
-    weights file's path."""
-    if config.fr_weights is None and run.has_model("face_recognizer"):
-        return RUN_FR
-    return "imagenet" if config.fr_weights is None else config.fr_weights
-
-
-def load_face_recognizer(run: RunFolder, config):
-    """The run's trained FR (models/face_recognizer.keras) unless --fr-weights says otherwise.
-
-    ``fr_weights`` None picks the run's trained FR when present, else "imagenet" (the book's
-    choice, which needs a download); "none" is a random backbone (only for smoke tests).
-    """
-    weights = face_recognizer_weights(run, config)
-    if weights == RUN_FR:
-        return run.load_model("face_recognizer")
-    return networks.build_face_recognizer(
-        config.image_size,
-        weights=None if weights == "none" else weights,
-        input_size=config.fr_input_size,
-        arch=config.arch,
-    )
-
-
-STAGE_CLASSES = {"1": Stage1, "2": Stage2, "3": Stage3}
-
-
-def missing_models(run: RunFolder, stage: str, config) -> list[str]:
-    """What a stage needs from earlier stages and the run folder lacks."""
-    need = {"1": [], "2": ["generator"], "3": ["encoder", "generator"], "fr": []}[stage]
-    if stage == "3" and config.finetune_generator:
-        need.append("discriminator")
-    return [name for name in need if not run.has_model(name)]
-
+def stage3_face_recognizer(run: RunFolder, config):
+    """The run's trained FR (models/face_recognizer.keras) unless ``fr_weights`` says otherwise;
+    without one, InceptionResNetV2 with ImageNet weights (the book's choice, a download)."""
+    weights = face_recognizer_weights(run, config.fr_weights, default="imagenet")
+    return load_face_recognizer(run, weights, config.image_size, config.fr_input_size,
+                                config.arch)

@@ -1,17 +1,17 @@
 """Data parallelism: the devices a stage trains on, from the backend's own engine.
 
-``Placement`` is what the loop and the bridge need to know about devices:
+``Placement`` is what the loop and the step need to know about devices:
 
 * JAX: ``keras.distribution.DataParallel`` over a one-axis mesh of the chosen devices. Networks
   and optimisers are created inside ``placement.scope()`` (their variables are replicated on
   every device), each batch is placed sharded over the mesh's batch axis (``shard``), and the
-  bridge's jitted step is unchanged: ``jax.jit`` compiles one program over the global batch,
+  jitted step (jax_step) is unchanged: ``jax.jit`` compiles one program over the global batch,
   so means (losses, BatchNorm statistics) are over the whole batch, as on one device.
   Multi-host: ``keras.distribution.initialize()`` (from ``KERAS_DISTRIBUTION_JOB_ADDRESSES``,
   ``..._NUM_PROCESSES``, ``..._PROCESS_ID``) before anything else, one process per host; every
   process draws the same global batch and hands JAX its own rows; only process 0 writes.
 * TensorFlow: ``tf.distribute.MirroredStrategy`` over the chosen GPUs (or logical CPUs); the
-  bridge runs each update under ``strategy.run`` (see ``bridge._tf_distributed_step``).
+  step runs each update under ``strategy.run`` (see ``tensorflow_step.distributed_step``).
 
 One device is ``Placement(1)``: no distribution at all, the exact single-device code path.
 """
@@ -24,12 +24,13 @@ import os
 import keras
 import numpy as np
 
-BACKEND = keras.backend.backend()
+from age_cgan.backend.step import BACKEND, UnsupportedBackend
+from age_cgan.errors import SettingError, setting
 ENV_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
 
 
-class DeviceError(ValueError):
-    """A --devices request this machine or this batch size cannot honour."""
+class DeviceError(SettingError):
+    """A devices request this machine or this batch size cannot honour."""
 
 
 def parse_devices(spec) -> int | str:
@@ -39,9 +40,11 @@ def parse_devices(spec) -> int | str:
     try:
         count = int(spec)
     except (TypeError, ValueError):
-        raise DeviceError(f"--devices must be a positive number or 'all', got {spec!r}") from None
+        raise DeviceError(f"{setting('devices')} must be a positive number or 'all', got "
+                          f"{spec!r}") from None
     if count < 1:
-        raise DeviceError(f"--devices must be a positive number or 'all', got {spec!r}")
+        raise DeviceError(f"{setting('devices')} must be a positive number or 'all', got "
+                          f"{spec!r}")
     return count
 
 
@@ -76,13 +79,13 @@ def local_devices(spec) -> list:
         accelerators = tf.config.list_logical_devices("GPU")
         cpus = tf.config.list_logical_devices("CPU")
     else:
-        raise DeviceError(f"backend {BACKEND!r} is not supported; use tensorflow or jax")
+        raise UnsupportedBackend(BACKEND)
     if spec == "all":
         return accelerators or cpus[:1]
     pool = accelerators or cpus
     if spec > len(pool):
         kind = "accelerators" if accelerators else "CPU devices"
-        raise DeviceError(f"--devices {spec}: this machine has {len(pool)} {kind}")
+        raise DeviceError(f"{setting('devices', spec)}: this machine has {len(pool)} {kind}")
     return pool[:spec]
 
 
@@ -177,7 +180,7 @@ def check_batch(batch_size: int, count: int) -> None:
     if batch_size % count:
         below = batch_size - batch_size % count
         raise DeviceError(
-            f"--batch-size {batch_size} does not divide over {count} devices: use a "
+            f"{setting('batch_size', batch_size)} does not divide over {count} devices: use a "
             f"multiple of {count} (e.g. {below or count} or {below + count})")
 
 

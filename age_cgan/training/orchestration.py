@@ -1,0 +1,260 @@
+"""Orchestration: what a ``train.py`` command trains, in which order, and from where.
+
+``train(config)`` resolves the config against the run folder (a run keeps its network
+settings), checks everything before writing anything (stage order and earlier stages' models
+from the stage graph, checkpoints by the one resume-or-refuse rule, the data, the batch), then
+runs each stage with ``run_stage``: the same for every ``Stage``, the face recogniser's
+included. ``plan(config)`` is the dry run of the same checks. The step loop itself is
+``training.loop.fit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from age_cgan.backend import BACKEND, Step
+from age_cgan.backend.devices import device_count, is_chief, placement as device_placement
+from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
+from age_cgan.errors import SettingError, python_words, render, setting
+from age_cgan.runs import (RUN_FR, RunFolder, RunFolderError, face_recognizer_weights,
+                           holding_run_lock, load_dataset_for_run)
+from age_cgan.training.checkpoint import (CheckpointExists, DamagedCheckpoint, load_checkpoint,
+                                          resumption, save_checkpoint)
+from age_cgan.training.graph import STAGE_CLASSES, check_ready
+from age_cgan.training.loop import fit
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Take the network settings a run folder already fixed; refuse conflicting ones."""
+    run = RunFolder(config.run)
+    if not run.config_path.is_file():
+        return config
+    stored = run.train_config()
+    defaults = TrainConfig()
+    changes = {}
+    for key in NETWORK_KEYS:
+        mine, theirs = getattr(config, key), getattr(stored, key)
+        if mine == theirs:
+            continue
+        if mine != getattr(defaults, key):
+            raise RunFolderError(
+                f"{run.path} was trained with {key}={theirs!r}; this command asks for {mine!r}. "
+                f"Use another {setting('run')} folder for other network settings."
+            )
+        changes[key] = theirs
+    if config.data is None and stored.data:
+        changes["data"] = stored.data
+    return config.replace(**changes)
+
+
+def load_data(config: TrainConfig):
+    dataset = load_dataset_for_run(config, progress=config.progress)
+    if config.progress:
+        print(dataset.summary.format())
+    return dataset
+
+
+def _prepare(config: TrainConfig):
+    """What ``train`` and ``plan`` check and load first: (the config with the run folder's
+    settings, the run folder, the stages in order, the data or None when no stage needs it)."""
+    config = resolve_config(config)
+    run = RunFolder(config.run)
+    stages = STAGES if config.stage == "all" else (config.stage,)
+    check_ready(run, stages, config)
+    device_count(config.devices, config.batch_size)  # an uneven split fails before any work
+    dataset = None
+    if any(STAGE_CLASSES[s].needs_data for s in stages):
+        dataset = load_data(config)
+        _check_batch(config, dataset, stages)
+    return config, run, stages, dataset
+
+
+def _check_batch(config: TrainConfig, dataset, stages) -> None:
+    """A batch must fit in the training faces (the sampler draws without replacement)."""
+    train_size = len(dataset.train())
+    if any(STAGE_CLASSES[s].needs_data for s in stages) and config.batch_size > train_size:
+        raise SettingError(
+            f"{setting('batch_size', config.batch_size)} is larger than the {train_size} "
+            f"training faces of {config.data}: pass {setting('batch_size', train_size)} or "
+            "less, or more data")
+
+
+def _resumption(run: RunFolder, stage: str, config: TrainConfig):
+    return resumption(run.stage_dir(stage) / "checkpoint.npz", stage, config.run,
+                      config.resume, config.overwrite)
+
+
+def train(config: TrainConfig) -> dict:
+    """Run ``config.stage`` (or all stages) and return each stage's result (the last scalar
+    window's means; stage fr: its summary).
+
+    Everything is checked before the run folder is written (its config, the stage order, the
+    checkpoints, the data and the batch size), under the run folder's lock (RunFolder.lock):
+    a refused command leaves the folder as it was, and a second trainer is refused.
+    """
+    # Several hosts: process 0 holds the lock and writes; the others only train.
+    with RunFolder(config.run).lock() if is_chief() else contextlib.nullcontext():
+        config, run, stages, dataset = _prepare(config)
+        for stage in stages:
+            _resumption(run, stage, config)  # refuses before anything is written
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        stored = run.read_config() if run.config_path.is_file() else {}
+        if is_chief():
+            run.write_config({**stored, **config.to_dict(), "backend": BACKEND,
+                              "device_count": device_count(config.devices)})
+        return {stage: run_stage(config, stage, dataset) for stage in stages}
+
+
+def run_stage(config: TrainConfig, stage_name: str, dataset=None, **build) -> dict:
+    """Train one stage to its total steps and return ``stage.finish``'s result. ``build``
+    goes to the stage's constructor (e.g. a prebuilt ``model`` for stage fr)."""
+    run = RunFolder(config.run)
+    devices = device_placement(config.devices, config.batch_size)
+    keras.utils.set_random_seed(config.seed)  # network initialisation (and dropout seeds)
+    with devices.scope():  # variables replicated on every device (one device: no-op)
+        stage = STAGE_CLASSES[stage_name](config, run, dataset, **build)
+        step_fn = Step(stage.models, stage.optimizers, stage.updates, placement=devices)
+    stage.writes = devices.is_chief
+    checkpoint = run.stage_dir(stage_name) / "checkpoint.npz"
+    trained = {name: stage.models[name] for name in stage.trained}
+    with devices.scope():
+        start = _restore(config, stage, step_fn, checkpoint, trained)
+    stage.begin(resumed=start > 0)
+    total = config.total_steps(stage_name, None if dataset is None else len(dataset.train()))
+
+    def save(step):
+        if devices.is_chief:
+            save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(),
+                            stage.fixed)
+
+    history = fit(
+        step_fn, stage.next_batch, name=stage_name, logdir=run.stage_dir(stage_name),
+        start=start, total=total, batch_size=config.batch_size, log_every=config.log_every,
+        sample_every=config.sample_every, checkpoint_every=config.checkpoint_every,
+        progress=config.progress, save=save, samples=stage.samples,
+        before_final=stage.before_final,
+        config_text=_config_markdown(config) if start == 0 else None, write=devices.is_chief,
+    )
+    for name in stage.trained if devices.is_chief else ():
+        run.save_model(stage.models[name], name)
+    return stage.finish(history)
+
+
+def _restore(config, stage, step_fn, checkpoint, trained) -> int:
+    """The step the stage starts after: its checkpoint's when resumed, else 0."""
+    decision = _resumption(stage.run, stage.name, config)
+    if decision.step is None:
+        if config.progress and decision.note:
+            print(f"stage {stage.name} {render(decision.note, lambda part: 'as asked')}")
+        elif config.progress and config.resume:
+            print(f"no checkpoint at {checkpoint}: stage {stage.name} starts at step 0")
+        return 0
+    step, state, arrays = load_checkpoint(checkpoint, trained, stage.optimizers)
+    stage.set_state(state)
+    stage.fixed = {key: arrays[key] for key in stage.fixed}
+    step_fn.reset()
+    if config.progress:
+        print(f"resumed stage {stage.name} from {checkpoint} at step {step}")
+    return step
+
+
+def plan(config: TrainConfig) -> list[dict]:
+    """What ``train(config)`` would do, without training or writing to the run folder.
+
+    Checks what ``train`` checks first (the run folder's network settings, earlier stages'
+    models, the data) and returns one row per stage: its steps, where it would start, the
+    images and epochs that means, and what stops it (a checkpoint without resume or
+    overwrite). The data is decoded (and cached) as for training, so a bad path fails here.
+    Notes may name settings (``age_cgan.errors``): ``format_plan`` words them.
+    """
+    config, run, stages, dataset = _prepare(config)
+    train_size = None if dataset is None else len(dataset.train())
+    rows = []
+    holder = run.holder()
+    for name in stages:
+        total = config.total_steps(name, train_size)
+        try:
+            decision = _resumption(run, name, config)
+            start, note = min(decision.step or 0, total), decision.note
+            if decision.step is not None:
+                note = ""
+        except DamagedCheckpoint as damage:
+            start, note = 0, f"refused: {damage.message}"
+        except CheckpointExists as exists:
+            start, note = 0, (f"refused: a checkpoint at step {exists.step} exists; pass "
+                              f"{setting('resume', True)} or {setting('overwrite', True)}")
+        if name == "3":
+            note = "; ".join(filter(None, [note, "FR: " + _fr_source(run, config)]))
+        if holder is not None:
+            note = "; ".join(filter(None, [f"refused now: process {holder} is training in "
+                                           "this run folder", note]))
+        images = (total - start) * config.batch_size
+        epochs = None if not STAGE_CLASSES[name].needs_data or not train_size \
+            else images / train_size
+        rows.append({"stage": name, "start": start, "total": total,
+                     "batch_size": config.batch_size, "images": images, "epochs": epochs,
+                     "note": note})
+    return rows
+
+
+def _fr_source(run, config) -> str:
+    weights = face_recognizer_weights(run, config.fr_weights, default="imagenet")
+    if weights == RUN_FR:
+        return f"the run's trained {run.model_path('face_recognizer')}"
+    if weights == "imagenet":
+        return "InceptionResNetV2 with ImageNet weights (a download; untrained head)"
+    if weights == "none":
+        return "a random InceptionResNetV2 (smoke tests only)"
+    return f"InceptionResNetV2 with the weights in {weights}"
+
+
+def format_plan(config: TrainConfig, rows: list[dict], word=python_words) -> str:
+    """The plan as a table; ``word`` words the settings its notes name (the command line
+    passes its flags')."""
+    lines = [f"dry run of {config.run} on the {BACKEND} backend: nothing was trained or written",
+             "stage  steps               batch  images       epochs  notes"]
+    for row in rows:
+        steps = f"{row['start'] + 1}-{row['total']}" if row["start"] < row["total"] else "done"
+        epochs = "-" if row["epochs"] is None else f"{row['epochs']:.2f}"
+        lines.append(f"{row['stage']:<6} {steps:<19} {row['batch_size']:<6} "
+                     f"{row['images']:<12,} {epochs:<7} {render(row['note'], word)}")
+    return "\n".join(lines)
+
+
+#: ``train_face_recognizer``'s keywords that are spelled otherwise in TrainConfig.
+FR_KEYWORDS = {"learning_rate": "lr_fr", "input_size": "fr_input_size", "weights": "fr_weights",
+               "teacher_file": "fr_teacher", "pairs": "fr_pairs"}
+
+
+@holding_run_lock  # its caller may hold it already: the lock nests
+def train_face_recognizer(run_dir, dataset=None, *, model=None, **settings) -> dict:
+    """Train stage fr in ``run_dir`` (as ``train.py --stage fr`` does) and return its summary.
+
+    ``settings`` are TrainConfig fields, with the ``fr_`` prefix optional (``margin`` =
+    ``fr_margin``) and ``learning_rate``, ``input_size``, ``weights``, ``teacher_file`` and
+    ``pairs`` for ``lr_fr``, ``fr_input_size``, ``fr_weights``, ``fr_teacher``, ``fr_pairs``;
+    the rest come from the run's config.json when it has one. ``dataset``: a ``FaceDataset``
+    (default: the run's data, split as training did). ``model``: a prebuilt image ->
+    unit-embedding model (tests).
+    """
+    run = RunFolder(run_dir)
+    fields = TrainConfig.__dataclass_fields__
+    named = {FR_KEYWORDS.get(k, k if k in fields else f"fr_{k}"): v for k, v in settings.items()}
+    base = run.train_config() if run.config_path.is_file() else TrainConfig()
+    config = base.replace(run=str(run_dir), stage="fr", **named)
+    if dataset is None:
+        dataset = load_data(config)
+    _resumption(run, "fr", config)  # refuses before anything is written
+    return run_stage(config, "fr", dataset, model=model)
+
+
+def _config_markdown(config: TrainConfig) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in config.to_dict().items())
+    return f"| setting | value |\n|---|---|\n{rows}"
+
+
+__all__ = ["format_plan", "load_data", "plan", "resolve_config", "run_stage", "train",
+           "train_face_recognizer"]
