@@ -1,0 +1,191 @@
+"""The package's structure: layers without import cycles, the stage graph from the stages'
+declarations, one settings source, typed errors worded as flags only by the command lines."""
+
+import ast
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from age_cgan.cli.words import cli_message
+from age_cgan.config import TrainConfig
+
+PACKAGE = Path(__file__).resolve().parents[1] / "age_cgan"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, at the top or inside functions."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target not in modules and "." in target:
+                    target = target.rpartition(".")[0]
+                if target in modules and target not in (name, "age_cgan"):
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph) -> list[list[str]]:
+    """Strongly connected sets of more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    graph = import_graph()
+    assert "age_cgan.training.loop" in graph and graph["age_cgan.training.orchestration"]
+    assert cycles(graph) == []
+    # the detector itself finds a cycle hidden in a function-level import
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+def test_layers_point_down():
+    graph = import_graph()
+    below_training = [m for m in graph if m.startswith(("age_cgan.backend", "age_cgan.runs",
+                                                        "age_cgan.config", "age_cgan.errors",
+                                                        "age_cgan.aging", "age_cgan.data"))]
+    for module in below_training:
+        assert not any(t.startswith(("age_cgan.training", "age_cgan.cli")) for t in graph[module]), \
+            module
+    for module, targets in graph.items():  # only the command lines import the command lines
+        if not module.startswith("age_cgan.cli") and module != "age_cgan.app":
+            assert not any(t.startswith("age_cgan.cli") for t in targets), module
+
+
+def test_only_the_backend_layer_names_a_backend():
+    for path in PACKAGE.rglob("*.py"):
+        if "backend" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                    else [node.module or ""]
+                assert not any(n.split(".")[0] in ("tensorflow", "jax") for n in names), path
+
+
+def test_evaluation_modules_stay_small():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "evaluation").rglob("*.py")}
+    assert max(sizes.values()) <= 450, sizes
+
+
+def test_another_keras_backend_is_refused_by_name():
+    from age_cgan.backend import UnsupportedBackend, engine
+
+    with pytest.raises(UnsupportedBackend, match="'torch' is not supported.*jax, tensorflow"):
+        engine("torch")
+    assert engine("tensorflow").__name__ == "age_cgan.backend.tensorflow_step"
+
+
+def test_the_stage_graph_comes_from_the_stage_declarations(tmp_path):
+    from age_cgan.runs import MissingModel, RunFolder
+    from age_cgan.training import STAGE_CLASSES, maker_of
+    from age_cgan.training.graph import check_ready, missing_models
+
+    assert list(STAGE_CLASSES) == ["1", "2", "fr", "3"]
+    for network in ("generator", "discriminator", "encoder", "face_recognizer"):
+        assert network in STAGE_CLASSES[maker_of(network)].trains
+    assert (maker_of("generator"), maker_of("encoder"), maker_of("face_recognizer")) == \
+        ("1", "2", "fr")
+    run, plain = RunFolder(tmp_path), TrainConfig()
+    finetune = plain.replace(finetune_generator=True)
+    assert missing_models(run, "3", plain) == ["encoder", "generator"]
+    assert missing_models(run, "3", finetune) == ["encoder", "generator", "discriminator"]
+    assert STAGE_CLASSES["3"].trains_for(finetune) == ("encoder", "generator")
+    check_ready(run, ("1", "2", "3"), plain)  # each stage makes what the next needs
+    with pytest.raises(MissingModel) as missing:
+        check_ready(run, ("2",), plain)
+    assert missing.value.network == "generator"
+    assert f"`python train.py --stage 1 --run {tmp_path}`" in cli_message(missing.value)
+
+
+def test_every_setting_is_an_option_of_train_py():
+    from age_cgan.cli.train import config_from_args, parser
+
+    hints = typing.get_type_hints(TrainConfig)
+    help_text = " ".join(parser().format_help().split())
+    for field in dataclasses.fields(TrainConfig):
+        option = "--" + field.name.replace("_", "-")
+        kinds = typing.get_args(hints[field.name]) or (hints[field.name],)
+        if bool in kinds:
+            argv = [f"--no-{option[2:]}" if field.default is True else option]
+            expected = not field.default if field.default is not None else True
+        else:
+            value = {"stage": "fr", "arch": "lite", "devices": "2", "age_bins": "20-30,40-50",
+                     "test_fraction": "0.2", "image_size": "32"}.get(field.name, "8")
+            argv = [option, value]
+            expected = (int(value) if int in kinds and value.isdigit()
+                        else float(value) if float in kinds else value)
+        config = config_from_args(parser().parse_args(argv))
+        assert getattr(config, field.name) == expected, field.name
+        assert " ".join(field.metadata["help"].split()) in help_text, field.name  # one source
+
+
+def test_config_json_is_read_back_into_train_config(tmp_path):
+    from age_cgan.runs import RunFolder
+
+    config = TrainConfig(run=str(tmp_path), arch="lite", fr_margin=0.3, devices=2, batch_size=8)
+    (tmp_path / "config.json").write_text(json.dumps({**config.to_dict(), "backend": "jax"}))
+    assert RunFolder(tmp_path).train_config() == config
+    assert RunFolder(tmp_path).train_config(stage="2").stage == "2"
+
+
+def test_a_setting_error_names_the_setting_and_the_cli_its_flag():
+    with pytest.raises(ValueError) as refused:
+        TrainConfig(fr_margin=-1)
+    assert str(refused.value) == "fr_margin must be at least 0, got -1"
+    assert cli_message(refused.value) == "--fr-margin must be at least 0, got -1"
+    from age_cgan.errors import AgeCganError, command, setting
+
+    error = AgeCganError(f"pass {setting('resume', True)} or {setting('progress', False)}; "
+                         f"then {command('infer', run='r', method='pixel')}")
+    assert str(error) == "pass resume=True or progress=False; then infer(run='r', method='pixel')"
+    assert cli_message(error) == ("pass --resume or --no-progress; then "
+                                  "`python infer.py --run r --method pixel`")
