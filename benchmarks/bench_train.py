@@ -25,8 +25,7 @@ from age_cgan.config import TrainConfig
 from age_cgan.runs import RunFolder
 from age_cgan.backend import BACKEND, Step
 from age_cgan.backend.devices import device_count, placement
-from age_cgan.training import load_data, run_stage, train
-from age_cgan.training import STAGE_CLASSES
+from age_cgan.training import STAGE_CLASSES, load_data, run_stage, train
 
 
 def bare_step_seconds(config, stage_name, dataset, steps):
