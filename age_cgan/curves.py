@@ -77,7 +77,7 @@ def plot_curves(run, out=None) -> Path:
     found = panels(run)
     if not found:
         raise FileNotFoundError(f"no stage*/metrics.jsonl with scalars in {run}: train a stage "
-                                "first (python train.py --run ...)")
+                                "into this run folder first")
     out = Path(out) if out is not None else run / "curves.png"
     cols = min(3, len(found))
     rows = -(-len(found) // cols)

@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from age_cgan.data.images import to_rgb
+from age_cgan.errors import AgeCganError
 
 #: Side of the square dlib box as a fraction of a UTKFace chip's side (measured, see above).
 FACE_FRACTION = 0.895
@@ -73,7 +74,7 @@ MIN_PHOTO_SIDE = 48
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class PhotoError(Exception):
+class PhotoError(AgeCganError):
     """A photo that yields no face; the message names the file and suggests a fix."""
 
     def __init__(self, path, message: str):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from age_cgan.errors import AgeCganError
+
 INSTALL_HINT = 'pip install "age-cgan[eval]"'
 #: dlib's same-person threshold on the Euclidean distance of two descriptors.
 DLIB_THRESHOLD = 0.6
@@ -35,7 +37,7 @@ TEACHER_FILE = "dlib_descriptors.npz"
 DLIB_MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
 
 
-class JudgeUnavailable(ImportError):
+class JudgeUnavailable(AgeCganError, ImportError):
     """An evaluation judge's package is not installed; the message says how to install it."""
 
 

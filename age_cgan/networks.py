@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from age_cgan.errors import AgeCganError, setting
+
 Z_DIM = 100  # tutorial / paper latent size
 IMAGE_SIZE = 64  # tutorial face size
 NUM_AGES = 6  # the paper's categories; see age_cgan.ages
@@ -20,7 +22,7 @@ FR_INPUT_SIZE = 160  # backbone input; the book upsamples 3x to 192, 160 is the 
 EMBEDDING_DIM = 128  # FR embedding size (tutorial)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(AgeCganError, RuntimeError):
     """Pretrained weights could not be fetched; the message says how to pass a local file."""
 
 
@@ -234,7 +236,8 @@ def build_face_recognizer(
             "could not download the ImageNet weights of InceptionResNetV2 "
             f"({type(error).__name__}: {error}). Offline, download "
             "'inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5' elsewhere and "
-            "pass its path (--fr-weights PATH), or use --fr-weights none."
+            f"pass its path ({setting('fr_weights', 'PATH')}), or use "
+            f"{setting('fr_weights', 'none')}."
         ) from error
     if weights not in (None, "imagenet", "none"):
         backbone.load_weights(weights)

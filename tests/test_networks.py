@@ -102,5 +102,9 @@ def test_imagenet_weights_offline_say_how_to_pass_a_local_file(monkeypatch):
         raise OSError("URL fetch failure: Name or service not known")
 
     monkeypatch.setattr(networks.keras.applications, "InceptionResNetV2", offline)
-    with pytest.raises(networks.WeightsUnavailable, match=r"--fr-weights PATH"):
+    from age_cgan.cli.words import cli_message
+
+    with pytest.raises(networks.WeightsUnavailable, match=r"fr_weights='PATH'") as offline_error:
         build_face_recognizer(weights="imagenet")
+    assert "--fr-weights PATH" in cli_message(offline_error.value)  # as train.py says it
+    assert "--fr-weights none" in cli_message(offline_error.value)

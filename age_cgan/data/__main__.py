@@ -6,6 +6,15 @@ import argparse
 import sys
 
 from age_cgan.data.dataset import load_dataset
+from age_cgan.errors import AgeCganError, python_words
+
+
+def flag_words(part: dict) -> str:
+    """A library setting as this command line's flag (``image_size`` -> ``--image-size``)."""
+    if "setting" not in part:
+        return python_words(part)
+    option = "--" + part["setting"].replace("_", "-")
+    return option if part["value"] in (None, True) else f"{option} {part['value']}"
 
 
 def main(argv=None) -> int:
@@ -38,7 +47,8 @@ def main(argv=None) -> int:
             progress=not args.quiet,
         )
     except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = error.words(flag_words) if isinstance(error, AgeCganError) else str(error)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(dataset.summary.format())
     return 0

@@ -20,6 +20,7 @@ from age_cgan.data.images import (CROP_SETTINGS, MISSING, NON_IMAGE, TINY, TRUNC
                                   ZERO_BYTE, decode_all)
 from age_cgan.data.readers import Listing, Source, find_source
 from age_cgan.data.tally import Tally
+from age_cgan.errors import AgeCganError, SettingError, setting
 
 NO_CATEGORY = "age in no category"
 
@@ -29,7 +30,7 @@ SKIP_ORDER = (MISSING, ZERO_BYTE, NON_IMAGE, TRUNCATED, UNREADABLE, TINY)
 KIND_NAMES = {"utkface": "UTKFace", "imdb-wiki": "IMDB-Wiki", "csv": "CSV"}
 
 
-class NoFacesError(ValueError):
+class NoFacesError(AgeCganError, ValueError):
     """A source that yields no usable face at all."""
 
 
@@ -285,9 +286,9 @@ def load_dataset(
     """
     started = time.perf_counter()
     if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), not {test_fraction}")
+        raise SettingError(f"{setting('test_fraction')} must be in [0, 1), not {test_fraction}")
     if int(image_size) < 1:
-        raise ValueError(f"image_size must be positive, not {image_size}")
+        raise SettingError(f"{setting('image_size')} must be positive, not {image_size}")
     image_size = int(image_size)
     bins = AgeBins.parse(age_bins)
     found = find_source(source)

@@ -20,12 +20,14 @@ import json
 import shutil
 from pathlib import Path
 
+from age_cgan.errors import AgeCganError, setting
+
 #: The shipped model's folder (a run folder plus SHA256SUMS and MODEL_CARD.md).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "lite"
 CHECKSUMS = "SHA256SUMS"
 
 
-class PretrainedError(RuntimeError):
+class PretrainedError(AgeCganError, RuntimeError):
     """The shipped (or a given) model folder is missing, incomplete or damaged."""
 
 
@@ -42,7 +44,7 @@ def read_checksums(folder: Path) -> dict[str, str]:
     listing = Path(folder) / CHECKSUMS
     if not listing.is_file():
         raise PretrainedError(f"{folder} is not a packaged model: it has no {CHECKSUMS} "
-                              "(a training run folder is passed with --run instead)")
+                              f"(a training run folder is passed as {setting('run')} instead)")
     sums = {}
     for number, line in enumerate(listing.read_text().splitlines(), 1):
         if not line.strip():
@@ -113,7 +115,7 @@ def package_run(run, out, method: str, strength: float = 1.0) -> Path:
     for network in NETWORKS:
         source = run / "models" / f"{network}.keras"
         if network == "face_recognizer" and not source.is_file():
-            continue  # a run without the FR stage: --method identity will say so
+            continue  # a run without the FR stage: the identity method will say so
         shutil.copyfile(source, out / "models" / f"{network}.keras")
         names.append(f"models/{network}.keras")
     if (run / "recipe.json").is_file():
