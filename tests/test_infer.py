@@ -158,7 +158,9 @@ def test_missing_face_recognizer_is_built_with_a_warning(run, monkeypatch):
         calls.append((image_size, weights, input_size))
         return tiny_face_recognizer(image_size)
 
-    monkeypatch.setattr(aging, "build_face_recognizer", fake_build)
+    from age_cgan import networks  # runs.load_face_recognizer builds it from there
+
+    monkeypatch.setattr(networks, "build_face_recognizer", fake_build)
     models = aging.AgingModels.from_run(run.path)
     with pytest.warns(UserWarning, match="meaningless"):
         models.face_recognizer
