@@ -41,6 +41,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from age_cgan.errors import AgeCganError, raw_message, render, setting
+
 PROG = "age-cgan-app"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -56,8 +58,21 @@ KEEP_SECONDS = 600
 DISPLAY_SIDE = 128
 
 
-class AppError(RuntimeError):
+class AppError(AgeCganError, RuntimeError):
     """The app cannot start (no model, bad arguments); the message says what to do."""
+
+
+def page_words(part: dict) -> str:
+    """A library message's setting or command as the page's user reads it: plainly, since a
+    page has no flags (``run`` -> "the run setting", a command -> "the evaluate command")."""
+    if "setting" in part:
+        return f"the {part['setting'].replace('_', ' ')} setting"
+    return f"the {part.get('command', 'train')} command"
+
+
+def page_message(error: BaseException) -> str:
+    """``error``'s message for the page (settings worded plainly, no flags)."""
+    return render(raw_message(error), page_words)
 
 
 def aging_methods() -> tuple[str, ...]:
@@ -84,13 +99,15 @@ def model_folder(run=None, model=None) -> Path:
     try:
         from age_cgan.pretrained import PretrainedError, verified_run
     except ImportError:
-        raise AppError("this install has no shipped model (age_cgan.pretrained); pass --run "
-                       "with a folder train.py wrote, e.g. --run logs/run") from None
+        raise AppError("this install has no shipped model (age_cgan.pretrained); pass "
+                       f"{setting('run')} with a folder train.py wrote, e.g. "
+                       f"{setting('run', 'logs/run')}") from None
     try:
         return Path(verified_run(model))
     except PretrainedError as error:
-        raise AppError(f"{error}; reinstall age-cgan, or pass --run DIR (a train.py run) or "
-                       "--model DIR (a packaged model folder)") from None
+        raise AppError(f"{raw_message(error)}; reinstall age-cgan, or pass "
+                       f"{setting('run', 'DIR')} (a train.py run) or {setting('model', 'DIR')} "
+                       "(a packaged model folder)") from None
 
 
 def load_judges(enabled: bool = True):
@@ -165,7 +182,7 @@ class AgingApp:
             check_upload(path)
             faces = find_faces(path, self.models.image_size, self.detector)
         except PhotoError as error:
-            raise PhotoError(path.name, str(error).removeprefix(f"{error.path}: ")) from None
+            raise PhotoError(path.name, error.message.removeprefix(f"{error.path}: ")) from None
         finally:
             self._forget_upload(path)
         session.clear()
@@ -204,7 +221,7 @@ class AgingApp:
             try:
                 faces = self.faces_of(photo, session)
             except PhotoError as error:
-                return {"message": f"**Could not use this photo.** {error}"}
+                return {"message": f"**Could not use this photo.** {page_message(error)}"}
             index = min(max(int(face_index or 0), 0), len(faces) - 1)
             aged = age_face(self.models, faces[index].image, method, categories)
             verdicts = self._judge(aged)
@@ -423,12 +440,12 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if not 0 < args.port < 65536:
         parser().error("--port must be 1-65535")
-    from age_cgan.runs import RunFolderError
+    from age_cgan.cli.words import cli_message
 
     try:
         return serve(args)
-    except (AppError, RunFolderError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    except AgeCganError as error:  # AppError, RunFolderError, ...: worded as this CLI's flags
+        print(f"{PROG}: error: {cli_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

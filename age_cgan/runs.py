@@ -86,7 +86,8 @@ def check_keras_file(path, what: str, fix: str) -> None:
     except (OSError, EOFError) as error:
         problem = f"it cannot be read ({type(error).__name__}: {error})"
     if problem:
-        raise RunFolderError(f"{path} ({what}) is damaged: {problem}. {fix}")
+        raise RunFolderError(f"{path} ({what}) is damaged: {problem}, so Keras cannot load it. "
+                             f"{fix}")
 
 
 def holding_run_lock(function):

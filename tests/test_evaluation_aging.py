@@ -76,8 +76,12 @@ def test_split_methods():
     assert ev.split_methods("difference, identity,z*_IP") == (("z*_IP",),
                                                               ("difference", "identity"))
     assert ev.split_methods("tuned") == ((), ("tuned",))  # checked where the list is known
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as none:
         ev.split_methods(" , ")
+    from age_cgan.cli.words import cli_message
+
+    assert str(none.value) == "methods names no method"
+    assert cli_message(none.value) == "--methods names no method"  # as evaluate.py says it
 
 
 class CountingJudge:

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 from age_cgan.cli import HelpFormatter
+from age_cgan.cli.words import cli_message
+from age_cgan.errors import AgeCganError
 
 from age_cgan.evaluation import EvalSettings
 from age_cgan.evaluation.settings import split_methods
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
     try:
         settings = settings_from_args(args)
     except ValueError as error:
-        parser().error(str(error))
+        parser().error(cli_message(error))
     if args.export_faces and args.pairs:
         parser().error("--pairs needs the networks and the judges together: use it without "
                        "--export-faces")
@@ -218,9 +220,9 @@ def main(argv=None) -> int:
             from age_cgan.evaluation import evaluate_run
 
             results = evaluate_run(args.run, args.out, settings, dataset=_dataset(args))
-    except (JudgeUnavailable, RunFolderError, NoFacesError, FileNotFoundError,
+    except (AgeCganError, JudgeUnavailable, RunFolderError, NoFacesError, FileNotFoundError,
             ValueError) as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        print(f"evaluate.py: error: {cli_message(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("evaluate.py: interrupted", file=sys.stderr)

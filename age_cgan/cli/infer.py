@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from age_cgan.cli import HelpFormatter
+from age_cgan.cli.words import cli_message
 
 PROG = "infer.py"
 METHODS = ("none", "pixel", "identity", "difference")  # age_cgan.aging.METHODS (not imported:
@@ -311,12 +312,13 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: {path}: {reason}", file=sys.stderr)
         print(f"{PROG}: error: no photos to read", file=sys.stderr)
         return 2
+    from age_cgan.errors import AgeCganError
     from age_cgan.runs import RunFolderError
 
     try:
         models, categories, detector = _load(args)
-    except (RunFolderError, ValueError, ImportError, RuntimeError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    except (AgeCganError, RunFolderError, ValueError, ImportError, RuntimeError) as error:
+        print(f"{PROG}: error: {cli_message(error)}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else _default_out(models)
     outputs = Outputs(out, single=len(photos) == 1)
@@ -336,8 +338,8 @@ def main(argv=None) -> int:
             try:
                 written += _age_photo(photo, models, detector, categories, outputs, args, log)
             except PhotoError as error:
-                print(f"{PROG}: {error}", file=sys.stderr)
-                failures.append((str(photo), str(error).removeprefix(f"{photo}: ")))
+                print(f"{PROG}: {cli_message(error)}", file=sys.stderr)
+                failures.append((str(photo), cli_message(error).removeprefix(f"{photo}: ")))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted after {written} faces", file=sys.stderr)
         return 130

@@ -69,11 +69,13 @@ from age_cgan.evaluation.metrics.aging import aging_metrics
 from age_cgan.evaluation.pairs import embed, load_faces, read_pairs, verify_pairs
 from age_cgan.evaluation.report import markdown_report, write_outputs
 from age_cgan.evaluation.settings import (GOALS, METHODS, PAPER_AGE_GAP, PAPER_IDENTITY,
-                                          REFERENCE, EvalSettings, split_methods)
+                                          REFERENCE, EvalSettings, EvaluationError,
+                                          EvaluationFileMissing, split_methods)
 
 __all__ = [
     "FACE_CODECS", "FACES_FORMAT", "GOALS", "IMAGE_ARRAYS", "METHODS",
-    "PAPER_AGE_GAP", "PAPER_IDENTITY", "REFERENCE", "EvalSettings", "FaceBundle", "Remembering",
+    "PAPER_AGE_GAP", "PAPER_IDENTITY", "REFERENCE", "EvalSettings", "EvaluationError",
+    "EvaluationFileMissing", "FaceBundle", "Remembering",
     "age_metrics", "age_test_faces", "aging_metrics", "judge_aging", "split_methods",
     "stranger_rows",
     "confusion", "embed", "evaluate_ages", "evaluate_identity", "evaluate_run",

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from age_cgan.ages import AgeBins
+from age_cgan.errors import SettingError, command, setting
+from age_cgan.evaluation.settings import EvaluationError, EvaluationFileMissing
 from age_cgan.files import atomic_path
 
 #: Bump when the arrays of a faces file or their meaning change.
@@ -79,7 +81,7 @@ class FaceBundle:
         bytes); "webp": each face as lossless WebP in one uint8 buffer with offsets (~45%,
         checked to decode to the same pixels; faces that Pillow cannot encode stay raw)."""
         if codec not in FACE_CODECS:
-            raise ValueError(f"codec must be one of {FACE_CODECS}, not {codec!r}")
+            raise SettingError(f"{setting('codec')} must be one of {FACE_CODECS}, not {codec!r}")
         arrays = {name: getattr(self, name) for name in (*self.ARRAYS, *self.OPTIONAL_ARRAYS)
                   if getattr(self, name) is not None}
         codecs = {}
@@ -102,19 +104,20 @@ class FaceBundle:
     def load(cls, path) -> FaceBundle:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist (write it with evaluate.py "
-                                    "--export-faces)")
+            raise EvaluationFileMissing(
+                f"{path} does not exist (write it with "
+                f"{command('evaluate', run='RUN', export_faces=str(path))})")
         with np.load(path, allow_pickle=False) as stored:
             files = set(stored.files)
             missing = [name for name in ("meta", *cls.ARRAYS)
                        if name not in files and f"{name}__webp" not in files]
             if missing:
-                raise ValueError(f"{path} is not an evaluate.py --export-faces file "
-                                 f"(no {', '.join(missing)})")
+                raise EvaluationError(f"{path} is not an evaluate.py {setting('export_faces')} "
+                                      f"file (no {', '.join(missing)})")
             meta = json.loads(str(stored["meta"]))
             if meta.get("format") != FACES_FORMAT:
-                raise ValueError(f"{path} has faces format {meta.get('format')}; this version "
-                                 f"reads format {FACES_FORMAT}: export it again")
+                raise EvaluationError(f"{path} has faces format {meta.get('format')}; this "
+                                      f"version reads format {FACES_FORMAT}: export it again")
             arrays = {}
             for name in (*cls.ARRAYS, *cls.OPTIONAL_ARRAYS):
                 if name not in files and f"{name}__webp" not in files:

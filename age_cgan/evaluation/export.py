@@ -17,7 +17,8 @@ from age_cgan.ages import AgeBins
 from age_cgan.evaluation.aging import age_test_faces
 from age_cgan.evaluation.bundle import FACES_FORMAT, FaceBundle
 from age_cgan.evaluation.latents import find_latents
-from age_cgan.evaluation.settings import METHODS, EvalSettings, _log
+from age_cgan.errors import SettingError, command, setting
+from age_cgan.evaluation.settings import METHODS, EvalSettings, EvaluationError, _log
 from age_cgan.judges import DLIB_MODEL_NAME
 from age_cgan.runs import RunFolder, load_dataset_for_run
 
@@ -28,7 +29,7 @@ def load_test_faces(config: dict, dataset=None, limit=None, seed=0, progress=Tru
     dataset = dataset if dataset is not None else load_dataset_for_run(config, None, progress)
     test = dataset.test()
     if len(test) == 0:
-        raise ValueError("the run's data has no test split (test_fraction 0?)")
+        raise EvaluationError(f"the run's data has no test split ({setting('test_fraction')} 0?)")
     if limit is not None and limit < len(test):
         rows = np.sort(np.random.default_rng(seed).choice(len(test), limit, replace=False))
         test = test.subset(rows)
@@ -94,8 +95,9 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
 
     settings, started, timings = settings or EvalSettings(), time.perf_counter(), {}
     if settings.pairs:
-        raise ValueError("the pairs check needs the networks and the judges together: run it "
-                         "in the one-step evaluation (evaluate.py --run RUN --pairs ...)")
+        raise EvaluationError("the pairs check needs the networks and the judges together: run "
+                              "it in the one-step evaluation "
+                              f"({command('evaluate', run='RUN', pairs='PAIRS.csv')})")
     aging_names = _aging_names(settings)  # an unknown name fails before any work
     run = RunFolder(run_dir)
     config = run.read_config()
@@ -153,8 +155,8 @@ def _aging_names(settings: EvalSettings) -> tuple[str, ...]:
     names = AGING_METHODS if settings.aging_methods is None else settings.aging_methods
     unknown = [m for m in names if m not in AGING_METHODS]
     if unknown:
-        raise ValueError(f"unknown per-photo methods {unknown}; choose from "
-                         f"{list(AGING_METHODS)} (or the paper's {list(METHODS)})")
+        raise SettingError(f"unknown per-photo methods {unknown} in {setting('methods')}; "
+                           f"choose from {list(AGING_METHODS)} (or the paper's {list(METHODS)})")
     return tuple(names)
 
 

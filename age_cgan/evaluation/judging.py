@@ -19,7 +19,8 @@ from age_cgan.evaluation.metrics import (age_metrics, frechet_distance, identity
                                          mean_pairwise_distance, relative_gap)
 from age_cgan.evaluation.pairs import verify_pairs
 from age_cgan.evaluation.report import write_outputs
-from age_cgan.evaluation.settings import EvalSettings, _log
+from age_cgan.errors import setting
+from age_cgan.evaluation.settings import EvalSettings, EvaluationFileMissing, _log
 from age_cgan.runs import RunFolder
 
 
@@ -47,8 +48,9 @@ def relocate_paths(paths, data=None) -> np.ndarray:
     for folder in (data, data / "images", data.parent):
         if (folder / names[0]).is_file():
             return np.array([str(folder / name) for name in names], dtype=str)
-    raise FileNotFoundError(f"{data} holds no {names[0]} (nor images/{names[0]}): pass the "
-                            "folder of the faces the file was exported from")
+    raise EvaluationFileMissing(f"{data} holds no {names[0]} (nor images/{names[0]}): pass "
+                                "the folder of the faces the file was exported from "
+                                f"({setting('data')})")
 
 
 def evaluate_ages(faces: FaceBundle, estimator, progress=True) -> dict:
@@ -134,8 +136,8 @@ def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
     phases = 3 if faces.aged is None else 4
     run = RunFolder(run) if run is not None else None
     if run is not None and not run.path.is_dir():
-        raise FileNotFoundError(f"run folder {run.path} does not exist (--run is optional "
-                                "when judging a faces file)")
+        raise EvaluationFileMissing(f"run folder {run.path} does not exist ({setting('run')} "
+                                    "is optional when judging a faces file)")
     test_paths = relocate_paths(faces.test_paths, data)
     train_paths = relocate_paths(faces.train_paths, data)
     judged_by = f"{verifier.name}, same person when distance < {verifier.threshold}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from age_cgan.evaluation.metrics.verification import pair_verification
+from age_cgan.evaluation.settings import EvaluationError
 
 
 def read_pairs(pairs_csv, limit: int | None = None, seed: int = 0) -> dict:
@@ -19,7 +20,7 @@ def read_pairs(pairs_csv, limit: int | None = None, seed: int = 0) -> dict:
     with open(pairs_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
-        raise ValueError(f"{pairs_csv} lists no pairs")
+        raise EvaluationError(f"{pairs_csv} lists no pairs")
     folder = pairs_csv.parent / "images"
     folder = folder if folder.is_dir() else pairs_csv.parent
     same = np.array([int(r["same_identity"]) == 1 for r in rows])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from age_cgan.errors import AgeCganError, SettingError, setting
+
 #: The paper's Table 1 (OpenFace "same person" rates between a test face and its reconstruction).
 PAPER_IDENTITY = {"z0": 0.53, "z*_pixel": 0.60, "z*_IP": 0.829}
 #: The paper: generated faces' age accuracy was 17% lower (relative) than real faces'.
@@ -19,6 +21,16 @@ REFERENCE = {
 METHODS = {"z0": "none", "z*_pixel": "pixel", "z*_IP": "identity"}
 #: The project's goals (issue 6).
 GOALS = {"z*_IP_same_person": 0.90, "age_gap": 0.10}
+
+
+class EvaluationError(AgeCganError, ValueError):
+    """An evaluation input the user can fix: a file that is not a faces file, a pairs file
+    without pairs, data without a test split, a check this phase cannot do."""
+
+
+class EvaluationFileMissing(AgeCganError, FileNotFoundError):
+    """A file or folder an evaluation reads is not there; the message says how to make or
+    pass it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +55,13 @@ class EvalSettings:
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"unknown latent methods {unknown}; choose from {list(METHODS)}")
+            raise SettingError(f"unknown latent methods {unknown} in {setting('methods')}; "
+                               f"choose from {list(METHODS)}")
         if self.per_age < 1:
-            raise ValueError("per_age must be at least 1")
+            raise SettingError(f"{setting('per_age')} must be at least 1, got {self.per_age}")
         if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise SettingError(f"{setting('batch_size')} must be at least 1, got "
+                               f"{self.batch_size}")
 
     def to_dict(self) -> dict:
         """JSON-ready (lists, not tuples): the same in memory and read back from a file."""
@@ -70,5 +84,5 @@ def split_methods(text: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
     aging = tuple(dict.fromkeys(METHODS.get(n.strip(), n.strip()) for n in text.split(",")
                                 if n.strip()))
     if not aging:
-        raise ValueError("--methods names no method")
+        raise SettingError(f"{setting('methods')} names no method")
     return tuple(paper_name[m] for m in aging if m in paper_name), aging
