@@ -147,19 +147,21 @@ def load_face_recognizer(run: RunFolder | None, weights: str, image_size: int, i
 
 def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool = True):
     """The run's faces, decoded and split exactly as training does (its data, image_size,
-    age_bins, test_fraction, seed and data_cache); ``data`` replaces the run's data."""
+    age_bins, test_fraction, seed and data_cache); ``data`` replaces the run's data. A dict is
+    a stored config.json, read back as a ``TrainConfig`` (so the defaults are its fields')."""
+    from age_cgan.config import TrainConfig
     from age_cgan.data import load_dataset
 
-    if not isinstance(config, dict):
-        config = config.to_dict()
-    data = data or config.get("data")
+    if isinstance(config, dict):
+        config = TrainConfig.from_stored(config)
+    data = data or config.data
     if not data:
         raise RunFolderError(f"no data given: pass {setting('data')} (a UTKFace folder, "
                              "wiki.mat / imdb.mat, or a CSV of path,age)")
     return load_dataset(
-        data, image_size=int(config.get("image_size", 64)), age_bins=config.get("age_bins"),
-        cache_dir=config.get("data_cache"), test_fraction=float(config.get("test_fraction", 0.1)),
-        seed=int(config.get("seed", 0)), progress=progress)
+        data, image_size=config.image_size, age_bins=config.age_bins,
+        cache_dir=config.data_cache, test_fraction=config.test_fraction, seed=config.seed,
+        progress=progress)
 
 
 class RunFolder:

@@ -186,7 +186,7 @@ def _dataset(args):
         return None
     from age_cgan.runs import RunFolder, load_dataset_for_run
 
-    return load_dataset_for_run(RunFolder(args.run).read_config(), args.data, args.progress)
+    return load_dataset_for_run(RunFolder(args.run).train_config(), args.data, args.progress)
 
 
 def main(argv=None) -> int:
