@@ -23,7 +23,8 @@ STAGES = ("1", "2", "3")  # what --stage all runs; "fr" trains the face recognis
 
 def _setting(default, help: str, **cli):
     """A ``TrainConfig`` field with its one-line help (the command line's, and the reason for
-    its default); ``cli`` adds choices=, group= (mutually exclusive options) or flag=False
+    its default; other settings in it by ``setting`` marker, which the command line words as
+    flags); ``cli`` adds choices=, group= (mutually exclusive options) or flag=False
     (not on the command line)."""
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
@@ -53,9 +54,10 @@ class TrainConfig:
                                   "book upsamples 3x to 192; 160 is lighter)")
     fr_weights: str | None = _setting(None, "FR backbone weights: imagenet | none | PATH to a "
                                       "local InceptionResNetV2 no-top weights file. Stage 3 "
-                                      "default: the run's trained FR (--stage fr) if present, "
-                                      "else imagenet (the book); --stage fr default: none (a "
-                                      "random backbone, trained end to end)")
+                                      f"default: the run's trained FR ({setting('stage', 'fr')}) "
+                                      "if present, else imagenet (the book); "
+                                      f"{setting('stage', 'fr')} default: none (a random "
+                                      "backbone, trained end to end)")
 
     # --- length and batches ---
     batch_size: int = _setting(128, "faces per step, the global batch over devices (the book's "
@@ -68,7 +70,7 @@ class TrainConfig:
                                  group="length")
     epochs: float | None = _setting(None, "epochs over the training faces (default: 100 for "
                                     "stage 1 as in the paper, 5 for stage 3, 10 for fr; stage 2 "
-                                    "draws stage2_pairs synthetic pairs)", group="length")
+                                    f"draws {setting('stage2_pairs')} synthetic pairs)", group="length")
     stage2_pairs: int = _setting(100_000, "synthetic (z, y) pairs the encoder sees in stage 2 "
                                  "(the paper's 100k)")
     seed: int = _setting(0, "seeds initialisation, batches, latents and the split")
@@ -90,7 +92,7 @@ class TrainConfig:
                                       "discriminator of Reed et al. 2016), so G must show the "
                                       "asked age")
     adversarial_weight: float = _setting(0.1, "weight of D's term in G's stage-3 loss, next "
-                                         "to identity (with finetune_generator)")
+                                         f"to identity (with {setting('finetune_generator')})")
     mixed_precision: bool = _setting(False, "compute in bfloat16 with float32 weights (for "
                                      "GPUs; off on a CPU)")
 
@@ -115,7 +117,7 @@ class TrainConfig:
                                   "teacher is measured on")
     fr_pairs: str | None = _setting(None, "stage fr: a CACD-VS pairs.csv to verify people "
                                     "with the trained FR")
-    fr_pairs_limit: int | None = _setting(200, "stage fr: pairs of fr_pairs checked")
+    fr_pairs_limit: int | None = _setting(200, f"stage fr: pairs of {setting('fr_pairs')} checked")
     fr_measure_initial: bool = _setting(True, "stage fr: measure the agreement before "
                                         "training too")
     fr_recalibrate_batches: int = _setting(20, "stage fr: training batches whose mean "

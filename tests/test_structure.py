@@ -147,7 +147,7 @@ def test_the_stage_graph_comes_from_the_stage_declarations(tmp_path):
 
 
 def test_every_setting_is_an_option_of_train_py():
-    from age_cgan.cli.train import config_from_args, parser
+    from age_cgan.cli.train import config_from_args, parser, setting_help
 
     hints = typing.get_type_hints(TrainConfig)
     help_text = " ".join(parser().format_help().split())
@@ -165,7 +165,8 @@ def test_every_setting_is_an_option_of_train_py():
                         else float(value) if float in kinds else value)
         config = config_from_args(parser().parse_args(argv))
         assert getattr(config, field.name) == expected, field.name
-        assert " ".join(field.metadata["help"].split()) in help_text, field.name  # one source
+        assert " ".join(setting_help(field).split()) in help_text, field.name  # one source
+        assert "\x1f" not in setting_help(field), field.name  # markers worded as flags
 
 
 def test_config_json_is_read_back_into_train_config(tmp_path):

@@ -15,7 +15,7 @@ import typing
 from age_cgan.cli import HelpFormatter
 from age_cgan.cli.words import cli_message, flag, flag_words
 from age_cgan.config import TrainConfig
-from age_cgan.errors import AgeCganError
+from age_cgan.errors import AgeCganError, render
 
 DESCRIPTION = (
     "Train Age-cGAN: 1 = conditional GAN, 2 = encoder (initial latent approximation), 3 = "
@@ -39,12 +39,18 @@ def _kinds(hint) -> tuple:
     return tuple(kind for kind in kinds if kind is not type(None))
 
 
+def setting_help(field: dataclasses.Field) -> str:
+    """A field's help as this command line says it (the settings it names, as flags)."""
+    return render(field.metadata["help"], flag_words)
+
+
 def add_setting(target, field: dataclasses.Field, hint) -> None:
     """One option for a TrainConfig field: a switch for a bool, else a typed value."""
     meta, name = field.metadata, field.name
     kinds = _kinds(hint)
-    options = {"dest": name, "default": field.default, "help": meta["help"]}
+    options = {"dest": name, "default": field.default, "help": setting_help(field)}
     if kinds == (bool,) and field.default is True:  # on by default: --no-NAME turns it off
+        options["help"] += " (on by default: this flag turns it off)"
         target.add_argument(flag(name, False), action="store_false", **options)
         return
     if kinds == (bool,) and field.default is False:
