@@ -211,17 +211,22 @@ def _fr_source(run, config) -> str:
     return f"InceptionResNetV2 with the weights in {weights}"
 
 
-def format_plan(config: TrainConfig, rows: list[dict], word=python_words) -> str:
+def format_plan(config: TrainConfig, rows: list[dict], word=python_words,
+                headline: bool = True) -> str:
     """The plan as a table; ``word`` words the settings its notes name (the command line
-    passes its flags')."""
-    lines = [f"dry run of {config.run} on the {BACKEND} backend: nothing was trained or written",
-             "stage  steps               batch  images       epochs  notes"]
+    passes its flags'); ``headline`` puts what a dry run is above it (``dry_run_line``)."""
+    lines = [dry_run_line(config)] if headline else []
+    lines.append("stage  steps               batch  images       epochs  notes")
     for row in rows:
         steps = f"{row['start'] + 1}-{row['total']}" if row["start"] < row["total"] else "done"
         epochs = "-" if row["epochs"] is None else f"{row['epochs']:.2f}"
         lines.append(f"{row['stage']:<6} {steps:<19} {row['batch_size']:<6} "
                      f"{row['images']:<12,} {epochs:<7} {render(row['note'], word)}")
     return "\n".join(lines)
+
+
+def dry_run_line(config: TrainConfig) -> str:
+    return f"dry run of {config.run} on the {BACKEND} backend: nothing was trained or written"
 
 
 #: ``train_face_recognizer``'s keywords that are spelled otherwise in TrainConfig.

@@ -17,7 +17,7 @@ import time
 from age_cgan.config import TrainConfig
 from age_cgan.errors import python_words
 from age_cgan.runs import RunFolder, write_json_atomic
-from age_cgan.training.orchestration import format_plan, plan, train
+from age_cgan.training.orchestration import dry_run_line, format_plan, plan, train
 
 #: Seconds per step of each lite stage at batch 64 (wall time, start-up and saving included),
 #: from the recipe.json of the shipped model's run on the 2-core development CPU with
@@ -65,8 +65,8 @@ def format_recipe_plan(name: str, base: TrainConfig, word=python_words) -> str:
         lines.append(f"\nstage {config.stage}: ~{expected[config.stage] / 60:.0f} min; "
                      + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
         if config.stage in ("1", "fr"):  # later stages need the models these write
-            lines.append(format_plan(config, plan(config), word))
-    return "\n".join(lines)
+            lines.append(format_plan(config, plan(config), word, headline=False))
+    return "\n".join([*lines, "", dry_run_line(base)])
 
 
 def run_recipe(name: str, base: TrainConfig) -> dict:
