@@ -24,7 +24,6 @@ from pathlib import Path
 from age_cgan.cli import HelpFormatter
 from age_cgan.cli.words import cli_message
 from age_cgan.errors import AgeCganError
-
 from age_cgan.evaluation import EvalSettings
 from age_cgan.evaluation.settings import split_methods
 
@@ -204,10 +203,6 @@ def main(argv=None) -> int:
     if problem:
         print(f"evaluate.py: error: {problem}", file=sys.stderr)
         return 1
-    from age_cgan.data import NoFacesError
-    from age_cgan.judges import JudgeUnavailable
-    from age_cgan.runs import RunFolderError
-
     try:
         if args.export_faces:
             return _export(args, settings)
@@ -220,8 +215,7 @@ def main(argv=None) -> int:
             from age_cgan.evaluation import evaluate_run
 
             results = evaluate_run(args.run, args.out, settings, dataset=_dataset(args))
-    except (AgeCganError, JudgeUnavailable, RunFolderError, NoFacesError, FileNotFoundError,
-            ValueError) as error:
+    except (AgeCganError, FileNotFoundError, ValueError) as error:  # JudgeUnavailable, ...
         print(f"evaluate.py: error: {cli_message(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from age_cgan.cli import HelpFormatter
 from age_cgan.cli.words import cli_message
+from age_cgan.errors import AgeCganError
 
 PROG = "infer.py"
 METHODS = ("none", "pixel", "identity", "difference")  # age_cgan.aging.METHODS (not imported:
@@ -312,12 +313,9 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: {path}: {reason}", file=sys.stderr)
         print(f"{PROG}: error: no photos to read", file=sys.stderr)
         return 2
-    from age_cgan.errors import AgeCganError
-    from age_cgan.runs import RunFolderError
-
     try:
         models, categories, detector = _load(args)
-    except (AgeCganError, RunFolderError, ValueError, ImportError, RuntimeError) as error:
+    except (AgeCganError, ValueError, ImportError, RuntimeError) as error:  # RunFolderError, ...
         print(f"{PROG}: error: {cli_message(error)}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else _default_out(models)
@@ -338,8 +336,9 @@ def main(argv=None) -> int:
             try:
                 written += _age_photo(photo, models, detector, categories, outputs, args, log)
             except PhotoError as error:
-                print(f"{PROG}: {cli_message(error)}", file=sys.stderr)
-                failures.append((str(photo), cli_message(error).removeprefix(f"{photo}: ")))
+                message = cli_message(error)
+                print(f"{PROG}: {message}", file=sys.stderr)
+                failures.append((str(photo), message.removeprefix(f"{photo}: ")))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted after {written} faces", file=sys.stderr)
         return 130
