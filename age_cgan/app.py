@@ -75,16 +75,20 @@ def page_message(error: BaseException) -> str:
     return render(raw_message(error), page_words)
 
 
-def aging_methods() -> tuple[str, ...]:
-    """The per-photo methods, as ``age_cgan.aging`` names them (``METHODS`` where it exists)."""
-    from age_cgan import aging
+def aging_methods(models) -> tuple[str, ...]:
+    """The per-photo methods, as ``age_cgan.aging`` names them, the model's default first (the
+    one ``infer.py`` uses too: ``AgingModels.default_method``)."""
+    from age_cgan.aging import METHODS
 
-    return tuple(getattr(aging, "METHODS", aging.OPTIMIZE_MODES))
+    default, _ = models.default_method()
+    return (default, *(m for m in METHODS if m != default))
 
 
 def age_face(models, face, method: str, categories):
-    """The app's one call that ages a face crop by method name -> ``AgedFace`` (uint8 images)."""
-    return models.age(face, optimize=method, categories=categories, progress=False)
+    """The app's one call that ages a detected face (``faces.Face``) by method name ->
+    ``AgedFace``: the change added at the crop's own size, at the model's strength."""
+    return models.age(face.image, optimize=method, categories=categories, progress=False,
+                      strength=models.default_strength(method), detail=face.detail)
 
 
 # --------------------------------------------------------------------------- model
@@ -160,7 +164,7 @@ class AgingApp:
         self.models, self.detector = models, detector
         self.scratch, self.upload_root = Path(scratch), upload_root
         self.verifier, self.estimator = verifier, estimator
-        self.methods = aging_methods()
+        self.methods = aging_methods(models)
         self._lock = threading.Lock()  # the queue runs one request at a time; this makes sure
 
     @property
@@ -223,7 +227,7 @@ class AgingApp:
             except PhotoError as error:
                 return {"message": f"**Could not use this photo.** {page_message(error)}"}
             index = min(max(int(face_index or 0), 0), len(faces) - 1)
-            aged = age_face(self.models, faces[index].image, method, categories)
+            aged = age_face(self.models, faces[index], method, categories)
             verdicts = self._judge(aged)
             result = self._result(aged, verdicts, faces, index, start)
         self._prune()
@@ -257,8 +261,10 @@ class AgingApp:
         seconds = time.perf_counter() - start
         record["seconds_request"] = round(seconds, 3)
         which = f"face {index + 1} of {len(faces)} (largest first)" if len(faces) > 1 else "1 face"
+        looks = (f" (the age estimator's guess, {aged.source_confidence:.0%} sure)"
+                 if aged.source_confidence is not None else "")
         message = (f"Aged {which} with method **{aged.optimize}** in {seconds:.1f} s; "
-                   f"the photo looks **{aged.source_label}** to the model.")
+                   f"the photo looks **{aged.source_label}** to the model{looks}.")
         if len(faces) > 1:
             message += " Pick another face under *Face* and press the button again."
         if not self.judged:

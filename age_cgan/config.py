@@ -19,6 +19,10 @@ from age_cgan.ages import DEFAULT_SPEC, AgeBins
 from age_cgan.errors import SettingError, setting
 
 STAGES = ("1", "2", "3")  # what --stage all runs; "fr" trains the face recogniser on its own
+#: The aging network's loss weights (TrainConfig fields), by the term they weigh.
+AGING_WEIGHTS = ("aging_adversarial_weight", "aging_age_weight", "aging_reconstruction_weight",
+                 "aging_cycle_weight", "aging_change_weight", "aging_smoothness_weight",
+                 "aging_tint_weight")
 
 
 def _setting(default, help: str, **cli):
@@ -41,8 +45,9 @@ class TrainConfig:
     stage: str = _setting("1", "what to train: 1 = conditional GAN, 2 = encoder, 3 = identity "
                           "fine-tuning, all = 1, 2, 3 in order, fr = the face recogniser stage "
                           "3 and infer.py use (distilled from dlib's descriptors beside the "
-                          "faces; train it before stage 3)",
-                          choices=("1", "2", "3", "all", "fr"))
+                          "faces; train it before stage 3), age = the age estimator, aging = "
+                          "the image-to-image aging network (after age)",
+                          choices=("1", "2", "3", "all", "fr", "age", "aging"))
 
     # --- the networks (a run keeps the values of its first stage) ---
     arch: str = _setting("tutorial", "network sizes: tutorial = the book's, lite = sized for a "
@@ -124,6 +129,29 @@ class TrainConfig:
                                            "BatchNorm statistics replace the moving averages "
                                            "at the end (0: keep them)")
 
+    # --- the image-to-image aging network (stages age and aging; beyond the paper) ---
+    lr_age: float = _setting(1e-3, "stage age: Adam learning rate of the age estimator (the "
+                             "Keras default)")
+    age_years_weight: float = _setting(0.5, "stage age: weight of the years head's Huber loss "
+                                       "(in decades) beside the categories' cross-entropy")
+    lr_aging: float = _setting(2e-4, "stage aging: Adam learning rate of the aging network and "
+                               "its discriminator (beta_1 0.5, as for the GAN)")
+    aging_adversarial_weight: float = _setting(1.0, "stage aging: weight of the conditional "
+                                               "patch discriminator's term (LSGAN)")
+    aging_age_weight: float = _setting(0.3, "stage aging: weight of the frozen age estimator's "
+                                       "cross-entropy on the (blurred) aged face")
+    aging_reconstruction_weight: float = _setting(10.0, "stage aging: weight of the L1 change "
+                                                  "asked for the face's own age (none wanted)")
+    aging_cycle_weight: float = _setting(0.0, "stage aging: weight of the L1 cycle back from "
+                                         "the target age to the own age (a second pass of "
+                                         "the network: ~40% slower; 0 skips it)")
+    aging_change_weight: float = _setting(1.0, "stage aging: weight of the L1 size of the "
+                                          "change")
+    aging_smoothness_weight: float = _setting(2.0, "stage aging: weight of the change's total "
+                                              "variation (no stripes or grids)")
+    aging_tint_weight: float = _setting(10.0, "stage aging: weight of the change's mean colour "
+                                        "apart from brightness (no tint over the face)")
+
     # --- observation ---
     log_every: int = _setting(50, "steps per TensorBoard scalar window (means over it)")
     sample_every: int = _setting(500, "steps between sample grids (and always at the end)")
@@ -137,8 +165,8 @@ class TrainConfig:
                                       "~/.cache/age_cgan)")
 
     def __post_init__(self):
-        if self.stage not in (*STAGES, "all", "fr"):
-            raise SettingError(f"{setting('stage')} must be 1, 2, 3, all or fr, got "
+        if self.stage not in (*STAGES, "all", "fr", "age", "aging"):
+            raise SettingError(f"{setting('stage')} must be 1, 2, 3, all, fr, age or aging, got "
                                f"{self.stage!r}")
         if self.arch not in ("tutorial", "lite"):
             raise SettingError(f"{setting('arch')} must be tutorial or lite, got {self.arch!r}")
@@ -157,13 +185,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingError(f"{setting(name)} must be at least 1, got {value}")
-        for name in ("lr_gan", "lr_encoder", "lr_identity", "lr_fr", "epochs"):
+        for name in ("lr_gan", "lr_encoder", "lr_identity", "lr_fr", "lr_age", "lr_aging",
+                     "epochs"):
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:
                 raise SettingError(f"{setting(name)} must be above 0, got {value}")
         for name in ("mismatch_weight", "adversarial_weight", "fr_distill_weight",
                      "fr_relation_weight", "fr_identity_weight", "fr_margin",
-                     "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches"):
+                     "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches",
+                     "age_years_weight", *AGING_WEIGHTS):
             value = getattr(self, name)
             if not 0 <= value < math.inf:
                 raise SettingError(f"{setting(name)} must be at least 0, got {value}")
@@ -206,7 +236,7 @@ class TrainConfig:
             return self.steps
         if stage == "2":  # no data: synthetic pairs
             return math.ceil(self.stage2_pairs / self.batch_size)
-        default_epochs = {"1": 100, "3": 5, "fr": 10}[stage]
+        default_epochs = {"1": 100, "3": 5, "fr": 10, "age": 10, "aging": 5}[stage]
         epochs = self.epochs if self.epochs is not None else default_epochs
         return max(1, math.ceil(epochs * train_size / self.batch_size))
 

@@ -62,6 +62,8 @@ BOX_CENTRE_IN_CHIP = (0.494, 0.490)
 #: Photos are searched at most this many pixels on their longer side (speed; JPEGs decode at
 #: a reduced scale close to it).
 MAX_DETECT_SIDE = 1024
+#: The largest side of a face crop at the photo's own resolution (the aged face users see).
+DETAIL_SIDE = 256
 #: Refinement (FaceDetector.refine): the face's size in the window, the window's margin.
 REFINE_FACE_SIDE = 100
 REFINE_MARGIN = 0.35
@@ -120,12 +122,15 @@ class Box:
 
 @dataclasses.dataclass(frozen=True)
 class Face:
-    """One detected face: ``image`` is the (size, size, 3) uint8 crop of ``crop_box``."""
+    """One detected face: ``image`` is the (size, size, 3) uint8 crop of ``crop_box`` the
+    networks read; ``detail`` the same crop at its own size in the photo, at most
+    ``DETAIL_SIDE`` pixels (and never below ``size``), to which an aging change is added."""
 
     image: np.ndarray
     box: Box  # the detector's box
     crop_box: Box  # the square that was cropped (may reach outside the photo)
     score: float  # detector confidence (dlib SVM margin; > 0 is a detection)
+    detail: np.ndarray | None = None
 
 
 def read_photo(path) -> tuple[Image.Image, float]:
@@ -333,8 +338,9 @@ def find_faces(photo, size: int, detector: FaceDetector | None = None,
     faces = []
     for box, score in found:
         crop = crop_box_for(box)
+        detail_side = int(min(DETAIL_SIDE, max(size, round(crop.width))))
         faces.append(Face(crop_face(image, crop, size), box.scaled(scale), crop.scaled(scale),
-                          float(score)))
+                          float(score), crop_face(image, crop, detail_side)))
     return faces
 
 

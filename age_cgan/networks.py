@@ -80,7 +80,9 @@ def _conv_block(x, filters, kernel, strides, batch_norm, name, momentum=0.99):
 #: generator base with three 3x3 blocks that each see the age again (conditioning the CPU-sized
 #: generator can not learn to ignore), an encoder without the 4096-unit layer, a discriminator of
 #: half the width, and a small CNN face recogniser on the 64 px face instead of InceptionResNetV2
-#: at 160 px. Encoder + generator: 4.4M parameters (the tutorial's: 53M).
+#: at 160 px. Encoder + generator: 4.4M parameters (the tutorial's: 53M). The image-to-image
+#: aging networks (age estimator, aging network T and its patch discriminator) have a lite size
+#: that keeps the shipped model under 25 MB, and a tutorial size twice as wide.
 ARCHITECTURES = {
     "tutorial": {
         "encoder": {"filters": (32, 64, 128, 256), "kernel": 5, "fc_units": 4096},
@@ -88,6 +90,9 @@ ARCHITECTURES = {
                       "age_every_block": False, "transpose": False},
         "discriminator": {"filters": (64, 128, 256, 512)},
         "face_recognizer": {"backbone": "inception_resnet_v2"},
+        "age_estimator": {"filters": (32, 64, 128, 256)},
+        "aging_network": {"filters": (32, 64, 128), "bottleneck": 192, "residual_blocks": 3},
+        "aging_discriminator": {"filters": (64, 128, 256)},
     },
     "lite": {
         "encoder": {"filters": (32, 64, 128, 256), "kernel": 5, "fc_units": 512},
@@ -95,6 +100,9 @@ ARCHITECTURES = {
                       "fc_units": None, "age_every_block": True, "transpose": True},
         "discriminator": {"filters": (32, 64, 128, 256)},
         "face_recognizer": {"backbone": "small"},
+        "age_estimator": {"filters": (24, 48, 96, 192)},
+        "aging_network": {"filters": (16, 32, 64), "bottleneck": 128, "residual_blocks": 2},
+        "aging_discriminator": {"filters": (32, 64, 128)},
     },
 }
 
@@ -247,3 +255,96 @@ def build_face_recognizer(
     x = layers.Dense(embedding_dim, name="embedding")(x)
     embedding = L2Normalize(dtype="float32", name="l2_normalize")(x)
     return keras.Model(face, embedding, name="face_recognizer")
+
+
+# =========================================================================== image-to-image aging
+# Beyond the paper: the line of work that followed Age-cGAN (IPCGAN, Wang et al. 2018; HRFAE,
+# Yao et al. 2021; FRAN, Zoss et al. 2022) conditions the generator on the photo itself and
+# predicts a change that is added to it, so the person comes from the photo.
+
+
+def build_age_estimator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
+                        arch: str = "tutorial") -> keras.Model:
+    """Age estimator A: face (B, S, S, 3) in [-1, 1] -> [category probabilities (B, A)
+    (softmax), years (B, 1)].
+
+    Four VGG-style stages (two 3x3 conv + BN + LeakyReLU, then 2x2 max pooling), global
+    average pooling, dropout, and two heads. Trained on the training split's own age labels
+    (``training.aging_stages.AgeEstimatorStage``), never on a judge's verdicts.
+    """
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = image
+    for i, filters in enumerate(architecture(arch, "age_estimator")["filters"]):
+        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"age{i + 1}a")
+        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"age{i + 1}b")
+        x = layers.MaxPooling2D(2, name=f"age{i + 1}_pool")(x)  # S/2^(i+1)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.3, name="dropout")(x)
+    probabilities = layers.Dense(num_ages, activation="softmax", dtype="float32",
+                                 name="category")(x)
+    years = layers.Dense(1, dtype="float32", name="years")(x)
+    return keras.Model(image, [probabilities, years], name="age_estimator")
+
+
+def _norm_block(x, filters, strides, name):
+    """Conv 3x3 + GroupNorm(8) + LeakyReLU: the aging network's block (no batch statistics,
+    so one photo at inference is treated as a batch of 32 was in training)."""
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", name=f"{name}_conv")(x)
+    x = layers.GroupNormalization(8, name=f"{name}_norm")(x)
+    return layers.LeakyReLU(negative_slope=0.2, name=f"{name}_lrelu")(x)
+
+
+def build_aging_network(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
+                        arch: str = "tutorial") -> keras.Model:
+    """Aging network T: (photo (B, S, S, 3) in [-1, 1], own category one-hot (B, A), target
+    one-hot (B, A)) -> change (B, S, S, 3), to be added to the photo (aged = photo + change).
+
+    An encoder-decoder with skip connections (a U-Net, S -> S/8 and back), the two ages as
+    constant planes at the input, the bottleneck and every decoder level, residual blocks at
+    the bottleneck, and a last convolution initialised to zero, so that training starts at
+    "the photo unchanged". The change is not clipped here: the caller adds it and clips.
+    """
+    spec = architecture(arch, "aging_network")
+    image = keras.Input((image_size, image_size, 3), name="image")
+    source = keras.Input((num_ages,), name="source")
+    target = keras.Input((num_ages,), name="target")
+    ages = layers.Concatenate(name="ages")([source, target])  # (B, 2A)
+    x = TileAge(name="tile_in")([image, ages])  # (S, S, 3 + 2A)
+    skips = []
+    for i, filters in enumerate(spec["filters"]):  # S -> S/8
+        x = _norm_block(x, filters, 1, name=f"enc{i + 1}a")
+        skips.append(x)
+        x = _norm_block(x, filters, 2, name=f"enc{i + 1}b")
+    width = spec["bottleneck"]
+    x = _norm_block(TileAge(name="tile_mid")([x, ages]), width, 1, name="mid")
+    for i in range(spec["residual_blocks"]):  # (S/8, S/8, width)
+        y = _norm_block(TileAge(name=f"tile_res{i + 1}")([x, ages]), width, 1, name=f"res{i + 1}a")
+        y = layers.Conv2D(width, 3, padding="same", name=f"res{i + 1}b_conv")(y)
+        x = layers.Add(name=f"res{i + 1}_add")([x, y])
+    for i, filters in reversed(list(enumerate(spec["filters"]))):  # S/8 -> S
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{i + 1}")(x)
+        x = layers.Concatenate(name=f"skip{i + 1}")([x, skips[i]])
+        x = _norm_block(TileAge(name=f"tile_dec{i + 1}")([x, ages]), filters, 1,
+                        name=f"dec{i + 1}")
+    change = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros",
+                           bias_initializer="zeros", dtype="float32", name="change")(x)
+    return keras.Model([image, source, target], change, name="aging_network")
+
+
+def build_aging_discriminator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
+                              arch: str = "tutorial") -> keras.Model:
+    """Patch discriminator of the aging network: (image (B, S, S, 3), age one-hot (B, A)) ->
+    realness logits per patch (B, S/8, S/8, 1), LSGAN (real -> 1, fake -> 0; no sigmoid).
+
+    The age is tiled after the first convolution, as in Age-cGAN's discriminator, so a real
+    face shown with a wrong age can be called fake.
+    """
+    first, *rest = architecture(arch, "aging_discriminator")["filters"]
+    image = keras.Input((image_size, image_size, 3), name="image")
+    age = keras.Input((num_ages,), name="age")
+    x = _conv_block(image, first, 4, 2, batch_norm=False, name="block1")  # (S/2, S/2)
+    x = TileAge(name="tile_age")([x, age])
+    for i, filters in enumerate(rest):  # down to (S/8, S/8)
+        x = _conv_block(x, filters, 4, 2, batch_norm=False, name=f"block{i + 2}")
+    logits = layers.Conv2D(1, 3, padding="same", dtype="float32", name="patch_logits")(x)
+    return keras.Model([image, age], logits, name="aging_discriminator")

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from age_cgan.config import TrainConfig
 
-NETWORKS = ("encoder", "generator", "discriminator", "face_recognizer")
+NETWORKS = ("encoder", "generator", "discriminator", "face_recognizer", "age_estimator",
+            "aging_network", "aging_discriminator")
 
 #: ``face_recognizer_weights``' answer for the run's own trained FR (not a possible file name).
 RUN_FR = "<the run's models/face_recognizer.keras>"

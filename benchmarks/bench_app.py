@@ -29,7 +29,8 @@ def _models(run):
     from age_cgan import app
     from age_cgan.aging import AgingModels
     from age_cgan.ages import PAPER_BINS
-    from age_cgan.networks import build_encoder, build_face_recognizer, build_generator
+    from age_cgan.networks import (build_age_estimator, build_aging_network, build_encoder,
+                                   build_face_recognizer, build_generator)
 
     try:
         folder = app.model_folder(run)
@@ -40,7 +41,9 @@ def _models(run):
     config = {"arch": "lite", "image_size": 64, "z_dim": 100, "age_bins": PAPER_BINS.spec}
     models = AgingModels(build_encoder(64, 100, arch="lite"),
                          build_generator(100, PAPER_BINS.num_ages, 64, arch="lite"), PAPER_BINS,
-                         config, face_recognizer=build_face_recognizer(64, None, 160, arch="lite"))
+                         config, face_recognizer=build_face_recognizer(64, None, 160, arch="lite"),
+                         age_estimator=build_age_estimator(64, PAPER_BINS.num_ages, "lite"),
+                         aging_network=build_aging_network(64, PAPER_BINS.num_ages, "lite"))
     return models, "untrained lite networks (64 px)"
 
 

@@ -77,8 +77,8 @@ def parser() -> argparse.ArgumentParser:
                    "(aged real faces) all of them")
     p.add_argument("--no-aging", dest="aging", action="store_false",
                    help="leave out the aging section (test faces aged to every other category)")
-    p.add_argument("--strength", type=float, default=1.0, help="how much of G's age change "
-                   "the difference method adds to the photo (default: 1)")
+    p.add_argument("--strength", type=float, default=None, help="how much of their change the "
+                   "network and difference methods add to the photo (default: the model's, 1)")
     p.add_argument("--pixel-steps", type=int, help="Adam steps per face for z*_pixel "
                    "(default: infer.py's)")
     p.add_argument("--identity-steps", type=int, help="Adam steps per face for z*_IP "

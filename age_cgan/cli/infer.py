@@ -22,17 +22,19 @@ from age_cgan.cli.words import cli_message
 from age_cgan.errors import AgeCganError
 
 PROG = "infer.py"
-METHODS = ("none", "pixel", "identity", "difference")  # age_cgan.aging.METHODS (not imported:
-#                                                        --help must not load Keras)
+METHODS = ("none", "pixel", "identity", "difference", "network")  # age_cgan.aging.METHODS (not
+#                                                                 imported: --help loads no Keras)
 GRID_SUFFIXES = (".png",)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Age the faces in photos with a trained Age-cGAN run: detect each face, "
-        "crop it like the training faces, encode it (z0 = E(face)), optionally optimise z for "
-        "this face, and draw G(z, age) for every age category as one PNG grid per face.",
+        description="Age the faces in photos: detect each face, crop it like the training "
+        "faces, guess the person's age category, and show the face at every age category as "
+        "one PNG grid per face. The default method is the model's aging network (the photo "
+        "plus its change, added at the crop's own resolution); Age-cGAN's methods (z0 = E(face), "
+        "z*_pixel, z*_IP, G's difference) stay selectable with --method.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO|DIR",
@@ -47,26 +49,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", help="a generator .keras file (instead of the run's)")
     p.add_argument("--face-recognizer", help="a face recogniser .keras file for --optimize "
                    "identity (instead of the run's)")
+    p.add_argument("--age-estimator", help="an age estimator .keras file (instead of the "
+                   "run's): guesses the person's age category")
+    p.add_argument("--aging-network", help="an aging network .keras file (instead of the "
+                   "run's), for --method network")
     p.add_argument("--age-bins", help="age categories of the generator when it has no run "
                    "folder, e.g. '0-18,19-29,30-39,40-49,50-59,60+' (default: the run's)")
     p.add_argument("--out", help="a .png file (one face), or a folder for one grid per face "
                    "(default: RUN/infer/)")
     p.add_argument("--method", "--optimize", dest="optimize", default=None,
                    choices=list(METHODS),
-                   help="the per-photo method: none = z0 = E(x); pixel / identity = the "
-                   "paper's z*_pixel / z*_IP (latent optimisation with G frozen; identity needs "
-                   "a trained face recogniser); difference = the photo plus G's age change at "
-                   "the z*_pixel pivot, which keeps the person (default: the model's own "
-                   "choice, difference for the shipped model, else none)")
-    p.add_argument("--strength", type=float, default=None, help="difference: how much of G's "
-                   "age change is added (default: the model's, 1)")
+                   help="the per-photo method: network = the photo plus the aging network's "
+                   "change (the default where the model has one, as the shipped model does); "
+                   "Age-cGAN's: none = z0 = E(x); pixel / identity = the paper's z*_pixel / "
+                   "z*_IP (latent optimisation with G frozen; identity needs a trained face "
+                   "recogniser); difference = the photo plus G's age change at the z*_pixel "
+                   "pivot (a model without an aging network uses its own Age-cGAN method and "
+                   "says so)")
+    p.add_argument("--strength", type=float, default=None, help="network / difference: how "
+                   "much of the change is added (default: the model's, 1)")
     p.add_argument("--opt-steps", type=int, default=None, help="Adam steps on z (default: "
                    "100 for pixel and difference, 50 for identity)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate on z "
                    "(default: 0.02)")
     p.add_argument("--source-age", type=float, default=None, help="the person's age in the "
-                   "photo, in years: the category the optimisation reconstructs (default: the "
-                   "category whose reconstruction is nearest to the face)")
+                   "photo, in years: the category the face is aged from (default: the age "
+                   "estimator's guess, printed with its confidence; a model without one takes "
+                   "the category whose reconstruction is nearest to the face)")
     p.add_argument("--ages", default="all", help="'all', or a comma list of categories "
                    "('19-29,60+') or ages in years ('25,70')")
     p.add_argument("--all-faces", action="store_true",
@@ -137,13 +146,23 @@ def _grid(aged, zoom: int):
 
     from age_cgan.visualize import labelled_grid
 
-    images = [aged.face, aged.reconstruction, *aged.aged]
+    images = _images(aged)
     labels = ["input", f"recon {aged.source_label}", *aged.labels]
-    if zoom > 1:
-        size = aged.face.shape[0] * zoom
-        images = [np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BICUBIC))
-                  for i in images]
+    size = max(aged.face.shape[0] * zoom, images[0].shape[0])
+    images = [i if i.shape[0] == size else
+              np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BICUBIC))
+              for i in images]
     return labelled_grid(np.stack(images), 1, len(images), labels), images, labels
+
+
+def _images(aged) -> list:
+    """input | reconstruction | each age, at the crop's own size where the method added its
+    change there (the reconstruction of ``difference`` is G's 64 px pivot)."""
+    if aged.aged_detail is None:
+        return [aged.face, aged.reconstruction, *aged.aged]
+    recon = aged.reconstruction if aged.reconstruction_detail is None \
+        else aged.reconstruction_detail
+    return [aged.detail, recon, *aged.aged_detail]
 
 
 def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
@@ -156,7 +175,7 @@ def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
         folder = grid_path.with_suffix("")
         names = ["input", "reconstruction", *(f"age_{label}" for label in aged.labels)]
         paths["images"] = {}
-        for name, label, image in zip(names, labels, [aged.face, aged.reconstruction, *aged.aged]):
+        for name, label, image in zip(names, labels, _images(aged)):
             path = folder / f"{name.replace('+', 'plus')}.png"
             save_png(image, path)
             paths["images"][label] = str(path)
@@ -177,11 +196,17 @@ def _load(args):
     if args.model is not None or (run is None and not (args.encoder and args.generator)):
         run = verified_run(args.model)  # the shipped model unless --model names another
     models = AgingModels.from_run(run, encoder=args.encoder, generator=args.generator,
-                                  face_recognizer=args.face_recognizer, age_bins=args.age_bins)
+                                  face_recognizer=args.face_recognizer, age_bins=args.age_bins,
+                                  age_estimator=args.age_estimator,
+                                  aging_network=args.aging_network)
     if args.optimize is None:
-        args.optimize = models.config.get("default_method", "none")
+        args.optimize, note = models.default_method()
+        if note:
+            print(f"{PROG}: {note} (--method to choose another)", file=sys.stderr)
+    elif args.optimize == "network":
+        models.need("aging_network")
     if args.strength is None:
-        args.strength = float(models.config.get("default_strength", 1.0))
+        args.strength = models.default_strength(args.optimize)
     categories = parse_ages(args.ages, models.bins)
     if args.source_age is not None and models.bins.category(args.source_age) < 0:
         raise ValueError(f"--source-age {args.source_age:g} is in no age category "
@@ -208,7 +233,8 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
         faces = faces[:1]
     for index, face in enumerate(faces):
         aged = models.age(face.image, args.optimize, args.opt_steps, args.source_age,
-                          categories, args.lr or LEARNING_RATE, args.progress, args.strength)
+                          categories, args.lr or LEARNING_RATE, args.progress, args.strength,
+                          detail=face.detail)
         paths = _write_face(aged, outputs.grid_path(photo, index, len(faces)), args.zoom,
                             args.separate)
         record = {"photo": str(photo), "face": index + 1, "faces": len(faces),
@@ -220,8 +246,12 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
         moved = (f"  ({args.optimize}: loss {record['loss_start']:.4f} -> "
                  f"{record['loss_end']:.4f}, z moved {record['z0_distance']:.3f})"
                  if aged.loss_history else "")
-        print(f"{photo} face {index + 1}/{len(faces)} -> {paths['grid']}{moved}",
-              file=sys.stderr if log is sys.stdout else sys.stdout)
+        out = sys.stderr if log is sys.stdout else sys.stdout
+        print(f"{photo} face {index + 1}/{len(faces)} -> {paths['grid']}{moved}", file=out)
+        if aged.source_confidence is not None:
+            print(f"  own age guessed by the age estimator: {aged.source_label} (confidence "
+                  f"{aged.source_confidence:.0%}, about {aged.source_years:.0f} years; "
+                  "--source-age YEARS to give it)", file=out)
         for verdict in record.get("score", []):
             print(f"  {verdict['age']}: dlib distance {verdict['distance']:.3f}, same person: "
                   f"{'yes' if verdict['same_person'] else 'no'}; estimated age "

@@ -18,8 +18,9 @@ from age_cgan.data.dataset import (
     NoFacesError,
     load_dataset,
     split_test,
+    validation_rows,
 )
-from age_cgan.data.images import SkipImage, decode_face, denormalize, normalize
+from age_cgan.data.images import SkipImage, decode_face, denormalize, is_gray, normalize
 from age_cgan.data.readers import (
     Listing,
     Source,
@@ -41,10 +42,12 @@ __all__ = [
     "decode_face",
     "denormalize",
     "find_source",
+    "is_gray",
     "load_dataset",
     "normalize",
     "read_csv",
     "read_imdb_wiki",
     "read_utkface",
     "split_test",
+    "validation_rows",
 ]

@@ -187,6 +187,16 @@ def split_test(keys: Sequence[str], test_fraction: float, seed: int = 0) -> np.n
     return chosen[inverse.ravel()]
 
 
+def validation_rows(dataset: "FaceDataset", fraction: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Rows (indices into ``dataset``) of a validation split carved from its training faces:
+    a seeded ``fraction`` of them. The image-to-image stages do not train on these, so a
+    setting such as the aging strength can be chosen on faces that are neither trained on nor
+    the test split."""
+    train = np.flatnonzero(~dataset.is_test)
+    count = int(round(len(train) * fraction))
+    return np.sort(np.random.default_rng([seed, 7]).permutation(train)[:count])
+
+
 def split_keys(names: np.ndarray, identities: np.ndarray) -> np.ndarray:
     """Identity where known, else the file's own name (so the file is its own group)."""
     names = np.asarray(names, dtype=str)

@@ -202,3 +202,11 @@ def denormalize(images) -> np.ndarray:
     """float [-1, 1] (numpy or a backend tensor) -> uint8 [0, 255]: the inverse, clipped, rounded."""
     out = (np.asarray(images, dtype=np.float32) + np.float32(1.0)) * np.float32(127.5)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def is_gray(faces, tolerance: float = 6.0) -> np.ndarray:
+    """(B,) True where a uint8 face (B, S, S, 3) is greyscale stored as RGB: its channels differ
+    by at most ``tolerance`` levels on average, as scanned or JPEG-ed grey photos do."""
+    faces = np.asarray(faces, np.float32)
+    spread = faces.max(axis=-1) - faces.min(axis=-1)
+    return spread.reshape(len(faces), -1).mean(axis=1) <= tolerance

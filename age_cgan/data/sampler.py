@@ -85,11 +85,16 @@ class BatchSampler:
         self._position = 0
         self.epoch += 1
 
-    def next(self) -> dict[str, np.ndarray]:
+    def next_rows(self) -> np.ndarray:
+        """The rows of the next batch (B,), without reading any image."""
         if self._position + self.batch_size > len(self._order):
             self._new_epoch()
         rows = self._order[self._position:self._position + self.batch_size]
         self._position += self.batch_size
+        return rows
+
+    def next(self) -> dict[str, np.ndarray]:
+        rows = self.next_rows()
         images = np.take(self.images, rows, axis=0)
         if self.flip:
             mirrored = self._rng.random(self.batch_size) < 0.5

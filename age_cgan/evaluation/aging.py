@@ -35,10 +35,13 @@ from age_cgan.evaluation.settings import METHODS, _log
 def method_latents(models, method: str, faces, sources, settings, cache: dict):
     """The latent of a per-photo ``method`` for uint8 faces (N, S, S, 3) at their categories
     (N,): (z (N, z_dim), the optimisation's losses (steps + 1, N) or None), found once per
-    latent mode in ``cache`` (z0, z*_pixel, z*_IP as the identity table finds them)."""
+    latent mode in ``cache`` (z0, z*_pixel, z*_IP as the identity table finds them); (None,
+    None) for the aging network, which has no latent."""
     from age_cgan.aging import LATENT_MODE
 
     mode = LATENT_MODE.get(method, method)
+    if mode is None:
+        return None, None
     if mode not in cache:
         paper = {m: name for name, m in METHODS.items()}.get(mode)
         if paper is not None:
@@ -50,11 +53,23 @@ def method_latents(models, method: str, faces, sources, settings, cache: dict):
     return cache[mode]
 
 
+def estimated_sources(models, faces, sources) -> tuple[np.ndarray, dict]:
+    """The age estimator's guess of each test face's own category, as a user's photo gets it
+    (no label), and how often it is right (or within one category) against ``sources``."""
+    guess, confidence, _ = models.estimate_sources(faces)
+    return guess, {"accuracy": float(np.mean(guess == sources)),
+                   "within_one": float(np.mean(np.abs(guess - sources) <= 1)),
+                   "mean_confidence": float(np.mean(confidence))}
+
+
 def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
     """Each method of ``settings.aging_methods`` on the test faces: (uint8 (M, N, A, S, S, 3),
     one column per category, the face's own category being its reconstruction; per-method
-    info: seconds, latent mode, whether the latent was reused, the optimisation's losses)."""
-    from age_cgan.aging import LATENT_MODE, METHOD_TITLES
+    info: seconds, latent mode, whether the latent was reused, the optimisation's losses).
+
+    The aging network ages each face from the age estimator's guess of its category (what a
+    user's photo gets), the Age-cGAN methods from its true category (as the paper does)."""
+    from age_cgan.aging import CHANGE_METHODS, LATENT_MODE, METHOD_TITLES
 
     cache = {} if cache is None else cache
     sources = np.asarray(sources, np.int64)
@@ -65,15 +80,23 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
         _log(settings.progress, f"[export] aging: {method} on {len(faces)} test faces"
                                 + (" (its latent reused)" if reused else ""))
         z, losses = method_latents(models, method, faces, sources, settings, cache)
+        own, estimated = sources, None
+        if method == "network" and models.age_estimator is not None:
+            own, estimated = estimated_sources(models, faces, sources)
+        strength = settings.strength if settings.strength is not None \
+            else models.default_strength(method)
         step = settings.batch_size
         out.append(np.concatenate([
-            models.images_from_latents(faces[i:i + step], z[i:i + step], sources[i:i + step],
-                                       method, strength=settings.strength)
+            models.images_from_latents(faces[i:i + step], None if z is None else z[i:i + step],
+                                       own[i:i + step], method, strength=strength)
             for i in range(0, len(faces), step)]))
         info[method] = {"title": METHOD_TITLES.get(method, method),
                         "latent": LATENT_MODE.get(method, method), "latent_reused": reused,
-                        "strength": settings.strength if method == "difference" else None,
+                        "strength": strength if method in CHANGE_METHODS else None,
+                        "source": "estimated" if estimated else "true category",
                         "seconds": time.perf_counter() - t}
+        if estimated:
+            info[method]["source_estimated"] = estimated
         if losses is not None and not reused:
             info[method].update(steps=int(len(losses) - 1),
                                 loss_start=float(losses[0].mean()),

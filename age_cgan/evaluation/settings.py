@@ -45,7 +45,8 @@ class EvalSettings:
     aging_methods: tuple[str, ...] | None = None
     pixel_steps: int | None = None  # Adam steps for z*_pixel (None: aging.DEFAULT_STEPS)
     identity_steps: int | None = None  # Adam steps for z*_IP (None: aging.DEFAULT_STEPS)
-    strength: float = 1.0  # how much of G's age change ``difference`` adds (aging.py)
+    # how much of the change ``difference`` / ``network`` add (None: the model's default)
+    strength: float | None = None
     pairs: str | None = None  # a pairs.csv to check the run's FR beside dlib (optional)
     pairs_limit: int | None = 200  # pairs checked (dlib reads ~10 faces/s on a CPU)
     seed: int = 0

@@ -1,6 +1,7 @@
 """The stage graph, derived from the stages' own declarations (``Stage.needs`` / ``trains``).
 
-``STAGE_CLASSES`` lists the stages in the order a whole model is trained (1, 2, fr, 3); from
+``STAGE_CLASSES`` lists the stages in the order a whole model is trained (1, 2, fr, 3, then
+the image-to-image age and aging); from
 it come which stage trains a network (``maker_of``, used by the hints that name a stage to run
 first), what a stage lacks in a run folder (``missing_models``), and the check that a command's
 stages can run in its order (``check_ready``). Nothing here restates what a stage needs.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from age_cgan.errors import setting, trained_by
 from age_cgan.runs import MissingModel, RunFolder
+from age_cgan.training.aging_stages import AgeEstimatorStage, AgingStage
 from age_cgan.training.face_recognizer import FaceRecognizerStage
 from age_cgan.training.stages import Stage1, Stage2, Stage3
 
-STAGE_CLASSES = {cls.name: cls for cls in (Stage1, Stage2, FaceRecognizerStage, Stage3)}
+STAGE_CLASSES = {cls.name: cls for cls in (Stage1, Stage2, FaceRecognizerStage, Stage3,
+                                           AgeEstimatorStage, AgingStage)}
 
 
 def maker_of(network: str) -> str:

@@ -1,0 +1,388 @@
+"""The networks of a model folder, loaded once, and every per-photo method run on them.
+
+``AgingModels.from_run`` loads a run folder (or a packaged model, which is one): the encoder and
+generator (Age-cGAN), and where the folder has them the age estimator and the aging network
+(``train.py --stage age`` / ``--stage aging``); the face recogniser is loaded on first use.
+Each network may be replaced by an explicit ``.keras`` file. ``age`` ages one face crop by
+method name; ``age_faces`` a batch (evaluation). The methods themselves live beside this
+module: ``latent`` (z0, z*_pixel, z*_IP), ``difference``, ``network``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from age_cgan.ages import AgeBins
+from age_cgan.aging.difference import difference_changes
+from age_cgan.aging.latent import optimize_latents
+from age_cgan.aging.methods import (CHANGE_METHODS, DEFAULT_STEPS, DEFAULT_STRENGTH,
+                                    FALLBACK_METHOD, LATENT_MODE, LEARNING_RATE, OPTIMIZE_MODES,
+                                    check_method)
+from age_cgan.aging.network import estimate_ages, network_changes
+from age_cgan.aging.result import AgedFace, add_change
+from age_cgan.data import denormalize, normalize
+from age_cgan.errors import setting, trained_by
+from age_cgan.runs import (RUN_FR, MissingModel, RunFolder, RunFolderError,
+                           face_recognizer_weights, load_face_recognizer, load_keras_file)
+
+REQUIRED_CONFIG = ("image_size", "age_bins")
+#: Networks a model folder may hold besides the encoder and generator (image-to-image aging).
+OPTIONAL_NETWORKS = ("age_estimator", "aging_network")
+
+
+class AgingModels:
+    """Encoder, generator, age bins, the optional age estimator and aging network, and (loaded
+    on first use) the face recogniser of a run."""
+
+    def __init__(self, encoder, generator, bins: AgeBins, config: dict | None = None,
+                 face_recognizer=None, run: RunFolder | None = None, age_estimator=None,
+                 aging_network=None):
+        self.encoder, self.generator, self.bins = encoder, generator, AgeBins.parse(bins)
+        self.age_estimator, self.aging_network = age_estimator, aging_network
+        self.config = dict(config or {})
+        self.run = run
+        self._face_recognizer = face_recognizer
+        self._compiled = {}
+        self._check_shapes()
+
+    # --- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_run(cls, run=None, encoder=None, generator=None, face_recognizer=None,
+                 age_bins=None, age_estimator=None, aging_network=None) -> "AgingModels":
+        """Load from a run folder; paths given replace the run's files. Without a run, both E
+        and G paths are needed (or the aging network's) and the age bins are ``age_bins``
+        (default: the paper's six). Raises RunFolderError with what is missing or damaged.
+        """
+        folder = RunFolder(run) if run is not None else None
+        given = {"encoder": encoder, "generator": generator, "age_estimator": age_estimator,
+                 "aging_network": aging_network}
+        if folder is not None:
+            config = _run_config(folder, given)
+        elif (encoder is None or generator is None) and aging_network is None:
+            raise RunFolderError(f"without {setting('run')}, both {setting('encoder')} and "
+                                 f"{setting('generator')} files are needed")
+        else:
+            config = {}
+        if age_bins is not None:
+            config["age_bins"] = AgeBins.parse(age_bins).spec
+        models = {name: _load(folder, name, path) for name, path in given.items()}
+        fr = _load(None, "face_recognizer", face_recognizer) if face_recognizer else None
+        bins = AgeBins.parse(config.get("age_bins"))
+        return cls(models["encoder"], models["generator"], bins, config, fr, folder,
+                   models["age_estimator"], models["aging_network"])
+
+    def _check_shapes(self):
+        problems = []
+        sizes = {}
+        if self.encoder is not None:
+            sizes["encoder input"] = self.encoder.input_shape[1]
+        if self.generator is not None:
+            sizes["generator output"] = self.generator.output_shape[1]
+            g_z, g_age = (shape[-1] for shape in self.generator.input_shape)
+            z_dim = self.encoder.output_shape[-1] if self.encoder is not None else g_z
+            if g_z != z_dim or self.config.get("z_dim", z_dim) != z_dim:
+                problems.append(f"encoder z {z_dim}, generator z {g_z}, config z_dim "
+                                f"{self.config.get('z_dim')}")
+            if g_age != self.bins.num_ages:
+                problems.append(f"the generator has {g_age} age inputs but the age bins "
+                                f"{self.bins.spec!r} are {self.bins.num_ages}")
+        for name in OPTIONAL_NETWORKS:
+            network = getattr(self, name)
+            if network is None:
+                continue
+            sizes[f"{name} input"] = network.input_shape[0][1] if name == "aging_network" \
+                else network.input_shape[1]
+            ages = network.input_shape[1][-1] if name == "aging_network" \
+                else network.output_shape[0][-1]
+            if ages != self.bins.num_ages:
+                problems.append(f"the {name} has {ages} age categories but the age bins "
+                                f"{self.bins.spec!r} are {self.bins.num_ages}")
+        if "image_size" in self.config:
+            sizes["config image_size"] = self.config["image_size"]
+        if len(set(sizes.values())) > 1:
+            problems.append("sizes differ: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+        if problems:
+            raise RunFolderError("the networks do not fit together: " + "; ".join(problems))
+
+    @property
+    def image_size(self) -> int:
+        if self.encoder is not None:
+            return int(self.encoder.input_shape[1])
+        return int(self.aging_network.input_shape[0][1])
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.need("encoder").output_shape[-1])
+
+    def need(self, network: str) -> keras.Model:
+        """The network, or a MissingModel naming the file and the stage that trains it."""
+        model = getattr(self, network)
+        if model is None:
+            where = self.run.path if self.run is not None else "the files given"
+            raise MissingModel(f"{where} has no {network} (models/{network}.keras), which this "
+                               f"method needs: train it with {trained_by(network)}, or choose "
+                               f"another {setting('method')}", network)
+        return model
+
+    def default_method(self) -> tuple[str, str | None]:
+        """(the method to use when none is asked for, a one-line note when that is a fallback):
+        the aging network where the model has it, else the model's own Age-cGAN method."""
+        if self.aging_network is not None:
+            return "network", None
+        named = self.config.get("default_method")
+        method = named if named in OPTIMIZE_MODES else FALLBACK_METHOD
+        where = self.run.path if self.run is not None else "these networks"
+        return method, (f"{where} has no aging network (models/aging_network.keras): using the "
+                        f"Age-cGAN method {method}")
+
+    def default_strength(self, method: str) -> float:
+        """The model's strength for ``method`` (config ``default_strength`` is its default
+        method's), else 1."""
+        own = self.config.get("default_method")
+        if own == method or (own is None and method == "network"):
+            return float(self.config.get("default_strength", DEFAULT_STRENGTH))
+        return DEFAULT_STRENGTH
+
+    @property
+    def face_recognizer(self) -> keras.Model:
+        """The run's trained FR; without one, a fresh InceptionResNetV2 FR (with a warning)."""
+        if self._face_recognizer is None:
+            # the run's own FR first, whatever fr_weights its last training command named
+            weights = face_recognizer_weights(self.run, None,
+                                              default=self.config.get("fr_weights") or "none")
+            if weights != RUN_FR:
+                warnings.warn(
+                    "no trained face recogniser (models/face_recognizer.keras) in the run: "
+                    f"building InceptionResNetV2 with weights={weights!r} and an untrained "
+                    "embedding head, which does not recognise faces, so the identity method is "
+                    "meaningless with it; prefer the pixel method", stacklevel=2)
+            self._face_recognizer = load_face_recognizer(
+                self.run, weights, self.image_size, self.config.get("fr_input_size", 160),
+                self.config.get("arch", "tutorial"))
+        return self._face_recognizer
+
+    # --- forward passes -----------------------------------------------------------------------
+    def encode(self, faces: np.ndarray) -> np.ndarray:
+        """E(faces): uint8 (N, S, S, 3) -> z0 float32 (N, z_dim)."""
+        encoder = self.need("encoder")
+        return keras.ops.convert_to_numpy(encoder(normalize(faces), training=False))
+
+    def generate(self, z: np.ndarray, categories) -> np.ndarray:
+        """G(z, y) for one z (z_dim,) and each category -> float32 (n, S, S, 3) in [-1, 1]."""
+        categories = list(categories)
+        zs = np.repeat(np.asarray(z, np.float32)[None], len(categories), axis=0)
+        ages = self.bins.one_hot(categories)
+        return keras.ops.convert_to_numpy(self.need("generator")([zs, ages], training=False))
+
+    def generate_batch(self, z, categories, batch_size=256, per_face=None) -> np.ndarray:
+        """G(z_i, y) for each face i and each category of ``categories`` (or its own
+        ``per_face`` category): float32 (B, n, S, S, 3)."""
+        n_faces = len(z)
+        if per_face is not None:
+            cats, columns, zs = np.asarray(per_face, np.int64), 1, z
+        else:
+            columns = len(categories)
+            cats = np.tile(categories, n_faces)
+            zs = np.repeat(z, columns, axis=0)
+        ages = self.bins.one_hot(cats)
+        generator = self.need("generator")
+        out = [keras.ops.convert_to_numpy(generator(
+            [zs[i:i + batch_size], ages[i:i + batch_size]], training=False))
+            for i in range(0, len(zs), batch_size)]
+        return np.concatenate(out).reshape(n_faces, columns, *out[0].shape[1:])
+
+    @staticmethod
+    def nearest_category(face: np.ndarray, outputs: np.ndarray) -> int:
+        """Index of the output (G(z, y) for each category y, float in [-1, 1]) nearest to the
+        uint8 face in mean squared pixels: the person's category as the networks see it."""
+        errors = np.mean(np.square(outputs - normalize(face)[None]), axis=(1, 2, 3))
+        return int(np.argmin(errors))
+
+    def estimate_sources(self, faces: np.ndarray):
+        """The age estimator's guess of each uint8 face's category (N,), its probability (N,)
+        and years (N,); MissingModel without an estimator."""
+        probabilities, years = estimate_ages(self.need("age_estimator"), faces)
+        guess = probabilities.argmax(axis=1)
+        return guess, probabilities[np.arange(len(guess)), guess], years
+
+    # --- per-image latent optimisation ---------------------------------------------------------
+    def optimize_latents(self, faces, z0, categories, mode: str, steps: int | None = None,
+                         learning_rate: float = LEARNING_RATE, progress: bool = True,
+                         batch_size: int | None = None, desc: str | None = None):
+        """``latent.optimize_latents`` on these networks: (best z (B, z_dim), losses)."""
+        return optimize_latents(self, faces, z0, categories, mode, steps, learning_rate,
+                                       progress, batch_size, desc)
+
+    def optimize_latent(self, face, z0, category: int, mode: str, steps: int | None = None,
+                        learning_rate: float = LEARNING_RATE, progress: bool = True):
+        """One uint8 face (S, S, 3) at ``category`` (a batch of one): (z (z_dim,), the loss at
+        z0 then after each step)."""
+        z, history = self.optimize_latents(np.asarray(face)[None],
+                                           np.asarray(z0, np.float32)[None], [int(category)],
+                                           mode, steps, learning_rate, progress)
+        return z[0], [float(v) for v in history[:, 0]]
+
+    # --- any per-photo method on a batch --------------------------------------------------------
+    def latents(self, faces: np.ndarray, sources, method: str, steps: int | None = None,
+                learning_rate: float = LEARNING_RATE, progress: bool = True,
+                batch_size: int | None = None, z0: np.ndarray | None = None):
+        """The latent ``method`` uses for each uint8 face (B, S, S, 3) at its source category
+        (B,): (z (B, z_dim), z0 (B, z_dim), the optimisation's losses (steps + 1, B));
+        (None, None, no losses) for the aging network, which has none."""
+        check_method(method)
+        mode = LATENT_MODE[method]
+        if mode is None:
+            return None, None, np.zeros((0, len(faces)), np.float32)
+        z0 = self.encode(faces) if z0 is None else np.asarray(z0, np.float32)
+        if mode == "none":
+            return z0, z0, np.zeros((0, len(z0)), np.float32)
+        z, history = self.optimize_latents(
+            faces, z0, sources, mode, DEFAULT_STEPS[method] if steps is None else steps,
+            learning_rate, progress, batch_size, desc=f"{method} pivot")
+        return z, z0, history
+
+    def changes(self, faces, z, sources, method: str, categories, strength: float,
+                batch_size: int = 256) -> np.ndarray:
+        """What a change method (``CHANGE_METHODS``) adds to each photo for each category:
+        float32 (B, n, S, S, 3) in [-1, 1] units."""
+        if method == "network":
+            return network_changes(self.need("aging_network"), faces, sources, categories,
+                                   strength, batch_size)
+        return difference_changes(self, np.asarray(z, np.float32), sources, categories,
+                                  strength, batch_size)
+
+    def images_from_latents(self, faces: np.ndarray, z, sources, method: str,
+                            categories=None, strength: float = DEFAULT_STRENGTH,
+                            batch_size: int = 256) -> np.ndarray:
+        """The outputs of ``method`` from its latents: uint8 (B, n, S, S, 3), one column per
+        category of ``categories`` (default: every category). ``difference`` and ``network``
+        add their change from the source age (B,) to each category to the photo itself."""
+        check_method(method)
+        categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
+        sources = np.asarray(sources, np.int64).reshape(-1)
+        if method not in CHANGE_METHODS:
+            return denormalize(self.generate_batch(np.asarray(z, np.float32),
+                                                   np.array(categories), batch_size))
+        change = self.changes(faces, z, sources, method, np.array(categories), strength,
+                              batch_size)
+        return np.stack([add_change(face, c) for face, c in zip(faces, change)])
+
+    def age_faces(self, faces: np.ndarray, sources, method: str, steps: int | None = None,
+                  categories=None, strength: float = DEFAULT_STRENGTH,
+                  learning_rate: float = LEARNING_RATE, progress: bool = True,
+                  batch_size: int | None = None) -> np.ndarray:
+        """A batch of uint8 faces (B, S, S, 3) at their source categories (B,) through
+        ``method``: uint8 (B, n, S, S, 3), one column per category (default: all)."""
+        z, _, _ = self.latents(faces, sources, method, steps, learning_rate, progress, batch_size)
+        return self.images_from_latents(faces, z, sources, method, categories, strength)
+
+    # --- everything for one face --------------------------------------------------------------
+    def age(self, face: np.ndarray, optimize: str = "none", steps: int | None = None,
+            source_age: float | None = None, categories=None, learning_rate: float = LEARNING_RATE,
+            progress: bool = True, strength: float = DEFAULT_STRENGTH,
+            detail: np.ndarray | None = None) -> AgedFace:
+        """One uint8 face crop (S, S, 3) -> AgedFace.
+
+        ``optimize`` is any method of ``METHODS``. The source category is ``source_age``'s, else
+        the age estimator's guess, else (no estimator) the category whose reconstruction from
+        z0 is nearest to the face. ``difference`` / ``network`` add their change (``strength``
+        times) to the photo, and to ``detail`` (the same crop at its own size) when given."""
+        start = time.perf_counter()
+        check_method(optimize)
+        if face.shape != (self.image_size, self.image_size, 3):
+            raise ValueError(f"face must be ({self.image_size}, {self.image_size}, 3), "
+                             f"got {face.shape}")
+        categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
+        latent_free = LATENT_MODE[optimize] is None
+        z0 = None if latent_free else self.encode(face[None])[0]
+        at_z0 = None  # G(z0, y) for every category, when computed to estimate the source
+        confidence = years = None
+        if source_age is not None:
+            source, by = int(self.bins.category(source_age)), "given"
+            if source < 0:
+                raise ValueError(f"source age {source_age} is in no age category "
+                                 f"({self.bins.spec})")
+        elif self.age_estimator is not None:
+            guess, p, y = self.estimate_sources(face[None])
+            source, confidence, years = int(guess[0]), float(p[0]), float(y[0])
+            by = "age estimator"
+        else:
+            at_z0 = self.generate(self.encode(face[None])[0] if z0 is None else z0,
+                                  range(self.bins.num_ages))
+            source, by = self.nearest_category(face, at_z0), "nearest reconstruction"
+        z, history, steps_done = z0, [], 0
+        if not latent_free and optimize != "none":
+            steps_done = DEFAULT_STEPS[optimize] if steps is None else int(steps)
+            z, history = self.optimize_latent(face, z0, source, LATENT_MODE[optimize],
+                                              steps_done, learning_rate, progress)
+        details = {}
+        if optimize in CHANGE_METHODS:
+            change = self.changes(face[None], None if z is None else z[None], [source],
+                                  optimize, [source] + categories, strength)[0]
+            photo_at = add_change(face, change)  # the photo at its own age, then the targets
+            if optimize == "difference":  # the reconstruction is G's pivot, the ages the photo's
+                photo_at[0] = denormalize(self.generate(z, [source]))[0]
+            images = photo_at
+            if detail is not None:
+                aged_detail = add_change(detail, change)
+                details = {"detail": detail, "aged_detail": aged_detail[1:],
+                           "reconstruction_detail": aged_detail[0]
+                           if optimize == "network" else None}
+        elif optimize == "none" and at_z0 is not None:
+            images = denormalize(at_z0[[source] + categories])
+        else:
+            images = denormalize(self.generate(z, [source] + categories))
+        return AgedFace(
+            face=face, reconstruction=images[0], aged=images[1:], categories=categories,
+            labels=[self.bins.labels[c] for c in categories], source_category=source,
+            source_label=self.bins.labels[source], source_given=source_age is not None,
+            z0=z0, z=None if z is None else np.asarray(z), optimize=optimize, steps=steps_done,
+            loss_history=history, seconds=time.perf_counter() - start,
+            source_confidence=confidence, source_years=years, source_by=by, **details)
+
+
+def _run_config(folder: RunFolder, given: dict) -> dict:
+    """The run's config, after checking that it and the networks not ``given`` are there (the
+    encoder and generator unless the folder has an aging network)."""
+    if not folder.path.is_dir():
+        raise RunFolderError(
+            f"run folder {folder.path} does not exist; pass {setting('run')} with the folder "
+            f"training wrote (e.g. logs/run), or {setting('encoder')} and "
+            f"{setting('generator')} files"
+        )
+    config = folder.read_config()
+    missing = [key for key in REQUIRED_CONFIG if key not in config]
+    if missing:
+        raise RunFolderError(
+            f"{folder.config_path} is incomplete: no {', '.join(missing)}. "
+            "Was it written by training? Train again into a fresh run folder."
+        )
+    if given.get("aging_network") is None and folder.has_model("aging_network"):
+        return config
+    needed = [name for name in ("encoder", "generator")
+              if given[name] is None and not folder.has_model(name)]
+    if needed:
+        raise RunFolderError(
+            f"run folder {folder.path} is incomplete: "
+            + ", ".join(str(folder.model_path(name)) for name in needed)
+            + f" missing. Finish training first: {trained_by(needed[0], run=str(folder.path))}"
+            f" (or {setting('stage', 'all')})."
+        )
+    return config
+
+
+def _load(folder: RunFolder | None, network: str, path=None) -> keras.Model | None:
+    """The network from ``path``, else the folder's (None when the folder lacks it)."""
+    if path is None:
+        if folder is None or not folder.has_model(network):
+            return None
+        return folder.load_model(network)
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"{path} ({network}) does not exist")
+    return load_keras_file(path, network, f"Give another {setting(network)} file.")
