@@ -19,3 +19,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or action.nargs == 0):  # a switch; (0 is a default to show)
             return text
         return super()._get_help_string(action)
+
+
+class DocstringHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """``HelpFormatter`` with the description printed as written (a script's plain-text
+    docstring with its example commands: tools/, benchmarks/)."""
