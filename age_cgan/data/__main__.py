@@ -42,13 +42,14 @@ def parser() -> argparse.ArgumentParser:
                    help="age categories, e.g. '0-18,19-29,60+' (default: the paper's six)")
     p.add_argument("--cache-dir", default=None,
                    help="cache folder (default: $AGE_CGAN_CACHE or ~/.cache/age_cgan)")
-    p.add_argument("--no-cache", action="store_true", help="decode without caching")
+    p.add_argument("--no-cache", action="store_true", help="turn off the cache: decode the faces "
+                   "again and write no cache file")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of the faces held out for testing, as train.py --test-fraction")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding threads (default: one per CPU core)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="turn off the progress bar")
     return p
 
 
