@@ -374,21 +374,29 @@ def build_page(app: AgingApp, model_name: str):
 
 
 def parser() -> argparse.ArgumentParser:
+    from age_cgan.cli import HelpFormatter, add_verbose
+
     p = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=HelpFormatter,
         description="A local web page that ages the face in a photo with a trained Age-cGAN "
         "(the shipped model unless --run or --model is given).")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--run", help="a run folder written by train.py")
+    which.add_argument("--run", help="a run folder written by train.py, instead of the "
+                       "shipped model")
     which.add_argument("--model", help="a packaged model folder (config.json, models/*.keras, "
-                       "SHA256SUMS, like age_cgan/pretrained/lite), checked before use")
+                       "SHA256SUMS, like age_cgan/pretrained/lite), checked before use "
+                       "(default: the shipped one)")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; 0.0.0.0 serves "
                    "everyone who can reach this machine")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on: the "
+                   "page is at http://HOST:PORT/ (1-65535)")
     p.add_argument("--share", action="store_true", help="also open a public link through "
                    "Gradio's share servers (off by default: the page stays on this machine)")
     p.add_argument("--no-judges", dest="judges", action="store_false",
-                   help="do not load the [eval] judges even when installed")
+                   help="turn off the judges' verdicts under each aged face (same person? "
+                   "estimated age), which the page shows when the [eval] extra is installed; "
+                   "starts quicker")
+    add_verbose(p)
     return p
 
 
@@ -430,12 +438,31 @@ def serve(args) -> int:
     # folder is removed on the way out.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        # quiet: Gradio's own lines name its launch() arguments ("set `share=True` in
+        # `launch()`"); launch_lines says the same with this command's flags.
         page.launch(server_name=args.host, server_port=args.port, share=args.share,
                     max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, show_error=False,
-                    inbrowser=False)
+                    inbrowser=False, quiet=True, prevent_thread_lock=True)
+        for line in launch_lines(page.local_url, args.share, page.share_url):
+            print(f"{PROG}: {line}", file=sys.stderr)
+        page.block_thread()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def launch_lines(local_url: str, share: bool, share_url: str | None) -> list[str]:
+    """What the app says once the page is up: where it is, and the public link (or --share)."""
+    lines = [f"the page is at {local_url} (Ctrl-C stops it)"]
+    if share_url:
+        lines.append(f"public link: {share_url} (anyone who has it can use the page while this "
+                     "runs; it expires within a week)")
+    elif share:
+        lines.append("no public link could be made (Gradio says why above); the page is at "
+                     "the address above only")
+    else:
+        lines.append("for a public link through Gradio's share servers, start it with --share")
+    return lines
 
 
 def _interrupt(signum, frame):
@@ -457,5 +484,13 @@ def main(argv=None) -> int:
         return 130
 
 
+def console() -> None:
+    """The console script and ``python -m age_cgan.app``: TensorFlow's C++ start-up lines
+    filtered unless --verbose, as infer.py's (see age_cgan/cli/quiet.py)."""
+    from age_cgan.cli.quiet import run
+
+    run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -47,13 +47,25 @@ def _models(run):
     return models, "untrained lite networks (64 px)"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="a run or model folder (default: see above)")
-    parser.add_argument("--photo", default=str(REPO / "age_cgan/examples/astronaut.jpg"))
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--no-judges", dest="judges", action="store_false")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    from age_cgan.helpformat import DocstringHelpFormatter
+
+    p = argparse.ArgumentParser(prog="benchmarks/bench_app.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
+    p.add_argument("--run", help="a run or model folder (default: the shipped model, else "
+                   "untrained lite networks)")
+    p.add_argument("--photo", default=str(REPO / "age_cgan/examples/astronaut.jpg"),
+                   help="the photo each request uploads")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="timed requests per method, after the first (tracing) one")
+    p.add_argument("--no-judges", dest="judges", action="store_false",
+                   help="turn off the judges' verdicts in the timed requests (they are timed "
+                   "when the [eval] extra is installed)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     from age_cgan import app
     from age_cgan.faces import FaceDetector
 

@@ -50,15 +50,25 @@ def compare_executors(source, workers):
     return out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", nargs="?", default=str(REPO.parent / "shared/data/utkface64"))
-    parser.add_argument("--batch-size", type=int, default=128)  # the book's text
-    parser.add_argument("--batches", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--compare-executors", action="store_true",
-                        help="also time thread vs process vs serial decoding")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    from age_cgan.helpformat import DocstringHelpFormatter
+
+    p = argparse.ArgumentParser(prog="benchmarks/bench_data.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
+    p.add_argument("source", nargs="?", default=str(REPO.parent / "shared/data/utkface64"),
+                   help="a face source, as train.py --data takes")
+    p.add_argument("--batch-size", type=int, default=128,  # the book's text
+                   help="faces per sampled batch")
+    p.add_argument("--batches", type=int, default=300, help="batches sampled and timed")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding threads (default: one per CPU core)")
+    p.add_argument("--compare-executors", action="store_true",
+                   help="also time thread vs process vs serial decoding")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
 
     results = {"source": args.source, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="age_cgan_bench_") as cache_dir:

@@ -54,16 +54,24 @@ def _ms(seconds):
     return round(1000 * seconds, 1)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="a trained run folder (default: untrained networks)")
-    parser.add_argument("--photos", help="a folder of photos (default: ../shared/data/photos)")
-    parser.add_argument("--limit", type=int, default=40, help="photos to time")
-    parser.add_argument("--identity-faces", type=int, default=2,
-                        help="faces to time identity optimisation on (after a first one)")
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps "
-                        "(default: the package's defaults)")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    from age_cgan.helpformat import DocstringHelpFormatter
+
+    p = argparse.ArgumentParser(prog="benchmarks/bench_infer.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
+    p.add_argument("--run", help="a trained run folder (default: untrained networks)")
+    p.add_argument("--photos", help="a folder of photos (default: ../shared/data/photos, else "
+                   "the bundled portrait)")
+    p.add_argument("--limit", type=int, default=40, help="photos to time")
+    p.add_argument("--identity-faces", type=int, default=2,
+                   help="faces to time identity optimisation on (after a first one)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps "
+                   "(default: the package's defaults)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
 
     import keras
 

@@ -45,15 +45,22 @@ def utkface(split: str, n: int, seed: int):
     return faces, np.array([float(r["age"]) for r in rows]), paths
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    from age_cgan.helpformat import DocstringHelpFormatter
+
+    p = argparse.ArgumentParser(prog="benchmarks/bench_judges.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
     p.add_argument("--faces", type=int, default=300, help="real test faces for the age judge")
     p.add_argument("--descriptors", type=int, default=50, help="faces to re-describe with dlib")
     p.add_argument("--pairs", type=int, default=0, help="CACD-VS pairs to verify (0: skip)")
     p.add_argument("--fr", help="a run folder whose models/face_recognizer.keras to check too")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the face and pair samples")
     p.add_argument("--json", help="also write the results here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if not SHARED.is_dir():
         print(f"no shared data at {SHARED}", file=sys.stderr)
         return 1

@@ -50,19 +50,30 @@ def loop_step_seconds(config, stage_name):
     return sum(timed) / len(timed)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--stages", default="123")
-    p.add_argument("--batch-size", type=int, default=32)
+def parser() -> argparse.ArgumentParser:
+    from age_cgan.helpformat import DocstringHelpFormatter
+
+    p = argparse.ArgumentParser(prog="benchmarks/bench_train.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
+    p.add_argument("--data", required=True, help="a face source, as train.py --data takes")
+    p.add_argument("--stages", default="123", help="the stages to time, as one string of "
+                   "their numbers (stages 2 and 3 first train what they need for 2 steps)")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per step")
     p.add_argument("--steps", type=int, default=8, help="timed steps (after 2 warm-up steps)")
-    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="compute in bfloat16, as train.py --mixed-precision (for GPUs)")
     p.add_argument("--arch", default="tutorial", help="tutorial, lite, or both (side by side)")
-    p.add_argument("--mismatch-weight", type=float, default=0.0)
-    p.add_argument("--fr-input-size", type=int, default=160)
+    p.add_argument("--mismatch-weight", type=float, default=0.0,
+                   help="as train.py --mismatch-weight (stage 1's matching-aware term)")
+    p.add_argument("--fr-input-size", type=int, default=160,
+                   help="as train.py --fr-input-size (stage 3's face recogniser)")
     p.add_argument("--devices", default=1, help="N local devices or all (data parallel); the "
                    "batch size is the global batch")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     archs = ("tutorial", "lite") if args.arch == "both" else (args.arch,)

@@ -190,3 +190,64 @@ def test_a_setting_error_names_the_setting_and_the_cli_its_flag():
     assert str(error) == "pass resume=True or progress=False; then infer(run='r', method='pixel')"
     assert cli_message(error) == ("pass --resume or --no-progress; then "
                                   "`python infer.py --run r --method pixel`")
+
+
+# --------------------------------------------------------------------------- every command's help
+
+
+def _script_parser(relative: str):
+    """The parser() of a script in tools/ or benchmarks/, imported from its file."""
+    import importlib.util
+
+    path = PACKAGE.parent / relative
+    spec = importlib.util.spec_from_file_location(f"_help_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parser()
+
+
+def all_parsers() -> dict:
+    """Every command's parser, by how a user starts it."""
+    from age_cgan import app
+    from age_cgan.cli import demo, evaluate, infer, train
+    from age_cgan.data import __main__ as data
+
+    parsers = {"train.py": train.parser(), "infer.py": infer.parser(),
+               "evaluate.py": evaluate.parser(), "demo.py": demo.parser(),
+               "age-cgan-app": app.parser(), "python -m age_cgan.data": data.parser(),
+               "python -m age_cgan.data prepare": data.prepare_parser()}
+    scripts = sorted(p.relative_to(PACKAGE.parent).as_posix()
+                     for folder in ("tools", "benchmarks")
+                     for p in (PACKAGE.parent / folder).glob("*.py"))
+    assert len(scripts) >= 7, scripts
+    parsers.update({script: _script_parser(script) for script in scripts})
+    return parsers
+
+
+def test_every_option_of_every_command_has_help():
+    import re
+
+    for name, parser in all_parsers().items():
+        rendered = " ".join(parser.format_help().split())
+        for noise in ("(default: None)", "(default: True)", "(default: False)",
+                      "(default: SUPPRESS)"):
+            assert noise not in rendered, (name, noise)
+        for action in parser._actions:
+            flag = "/".join(action.option_strings) or action.dest
+            assert (action.help or "").strip(), f"{name} {flag} has no help"
+            if action.option_strings and all(o.startswith("--no-")
+                                             for o in action.option_strings):
+                # a negative switch (not a --X / --no-X pair) says what it turns off
+                assert re.search(r"\bturns? (it )?off\b", action.help), (name, flag)
+    assert "--share" in all_parsers()["age-cgan-app"].format_help()
+
+
+def test_help_says_the_defaults_that_apply():
+    from age_cgan.cli import demo, evaluate, infer
+
+    out = " ".join(infer.parser().format_help().split())
+    assert "aged/ in the current folder for the shipped model" in out  # _default_out's rule
+    demo_help = demo.parser().format_help()
+    assert "``" not in demo_help and "four stages" in demo_help
+    assert all(f"{stage} = " in demo_help for stage in ("1", "2", "fr", "3"))
+    assert "(default: True)" not in evaluate.parser().format_help()

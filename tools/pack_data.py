@@ -164,9 +164,11 @@ def _carry_report(out: Path) -> str:
             + ("" if total < CARRY_LIMIT - 2**20 else "  <-- TOO BIG: use --limit"))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    from age_cgan.helpformat import DocstringHelpFormatter
+
+    p = argparse.ArgumentParser(prog="tools/pack_data.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
     p.add_argument("source", nargs="?", default=str(REPO.parent / "shared/data/utkface64"),
                    help="a face folder (images in it or in images/, dlib_descriptors.npz "
                    "beside), or with --unpack the pack to read")
@@ -174,11 +176,18 @@ def main(argv=None) -> int:
     p.add_argument("--unpack", action="store_true", help="rebuild the folder from a pack")
     p.add_argument("--out", help="the pack (default: .gpu-data/<source name>.npz)")
     p.add_argument("--limit", type=int, help="pack a seeded sample of this many files")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--descriptors", default="float16", choices=["float16", "float32", "none"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample")
+    p.add_argument("--descriptors", default="float16", choices=["float16", "float32", "none"],
+                   help="how the dlib_descriptors.npz rows are stored in the pack (none: "
+                   "left out)")
     p.add_argument("--photo", default=str(REPO / "age_cgan/examples/astronaut.jpg"),
                    help="a photo whose face to crop beside the pack ('' for none)")
     p.add_argument("--size", type=int, default=64, help="side of the face crop")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     if args.unpack:
         if not args.dest:

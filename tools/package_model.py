@@ -14,19 +14,25 @@ import argparse
 from pathlib import Path
 
 from age_cgan.aging import METHODS
+from age_cgan.helpformat import DocstringHelpFormatter
 from age_cgan.pretrained import CHECKSUMS, package_run
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tools/package_model.py", description=__doc__,
+                                formatter_class=DocstringHelpFormatter)
     p.add_argument("run", type=Path, help="a trained run folder (all stages done)")
-    p.add_argument("--out", type=Path, default=Path("age_cgan/pretrained/lite"))
+    p.add_argument("--out", type=Path, default=Path("age_cgan/pretrained/lite"),
+                   help="the model folder to write")
     p.add_argument("--method", default="difference", choices=METHODS,
                    help="the per-photo method infer.py uses by default with this model")
     p.add_argument("--strength", type=float, default=1.0,
                    help="the difference method's strength (default: 1)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     folder = package_run(args.run, args.out, args.method, args.strength)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"packaged {args.run} -> {folder} ({size / 1e6:.1f} MB; {CHECKSUMS} verified)")

@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from age_cgan.cli import HelpFormatter
+from age_cgan.cli import HelpFormatter, add_verbose
 from age_cgan.cli.words import cli_message
 from age_cgan.errors import AgeCganError
 from age_cgan.evaluation import EvalSettings
@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
                    "identity table shows the paper's three among them; the aging section "
                    "(aged real faces) all of them")
     p.add_argument("--no-aging", dest="aging", action="store_false",
-                   help="leave out the aging section (test faces aged to every other category)")
+                   help="turn off the aging section (test faces aged to every other category "
+                   "by each method, judged): the quicker evaluation of the other sections")
     p.add_argument("--strength", type=float, default=None, help="how much of their change the "
                    "network and difference methods add to the photo (default: the model's, 1)")
     p.add_argument("--pixel-steps", type=int, help="Adam steps per face for z*_pixel "
@@ -87,10 +88,15 @@ def parser() -> argparse.ArgumentParser:
                    "dlib on labelled pairs (one-process evaluation only)")
     p.add_argument("--pairs-limit", type=int, default=defaults.pairs_limit,
                    help="pairs checked (dlib reads ~10 faces/s on a CPU)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help="seeds the evaluation's random draws: the generated faces' latents and "
+                   "the samples of --limit, --pairs-limit, --max-mib and the statistics (the "
+                   "test split is the run's own, from train.py --seed)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size,
                    help="faces per network call and per batch of latent optimisation")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="turn off the progress bars and the step-by-step messages")
+    add_verbose(p)
     return p
 
 

@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
                    "its checksums (default: the shipped one)")
     p.add_argument("--encoder", help="an encoder .keras file (instead of the run's)")
     p.add_argument("--generator", help="a generator .keras file (instead of the run's)")
-    p.add_argument("--face-recognizer", help="a face recogniser .keras file for --optimize "
+    p.add_argument("--face-recognizer", help="a face recogniser .keras file for --method "
                    "identity (instead of the run's)")
     p.add_argument("--age-estimator", help="an age estimator .keras file (instead of the "
                    "run's): guesses the person's age category")
@@ -56,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--age-bins", help="age categories of the generator when it has no run "
                    "folder, e.g. '0-18,19-29,30-39,40-49,50-59,60+' (default: the run's)")
     p.add_argument("--out", help="a .png file (one face), or a folder for one grid per face "
-                   "(default: RUN/infer/)")
+                   "(default: aged/ in the current folder for the shipped model, a --model "
+                   "folder or --encoder/--generator files; RUN/infer/ for a --run RUN)")
     p.add_argument("--method", "--optimize", dest="optimize", default=None,
                    choices=list(METHODS),
                    help="the per-photo method: network = the photo plus the aging network's "
@@ -89,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
                    "crop, same person (< 0.6) yes/no, estimated age; printed, and in --json")
     p.add_argument("--zoom", type=int, default=2, help="enlarge the grid's images this many "
                    "times (1 = the model's size)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="turn off the progress bar of each face's latent optimisation")
     p.add_argument("--verbose", action="store_true", help="keep the backends' own log lines "
                    "(TensorFlow's C++ notices; also AGE_CGAN_VERBOSE=1)")
     return p

@@ -12,7 +12,7 @@ import sys
 import types
 import typing
 
-from age_cgan.cli import HelpFormatter
+from age_cgan.cli import HelpFormatter, add_verbose
 from age_cgan.cli.words import cli_message, flag, flag_words
 from age_cgan.config import TrainConfig
 from age_cgan.errors import AgeCganError, render
@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
         if group and group not in groups:
             groups[group] = p.add_mutually_exclusive_group()
         add_setting(groups[group] if group else p, field, hints[field.name])
+    add_verbose(p)
     return p
 
 

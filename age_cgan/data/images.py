@@ -81,8 +81,11 @@ def crop_resize(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def decode_face(path: str, size: int) -> np.ndarray:
-    """Read one image file as a (size, size, 3) uint8 RGB array; raise SkipImage if unusable."""
+def decode_face(path: str, size: int, draft: bool = True) -> np.ndarray:
+    """Read one image file as a (size, size, 3) uint8 RGB array; raise SkipImage if unusable.
+
+    ``draft``: let a JPEG decode at a reduced scale first (faster; ``prepare`` turns it off to
+    resize from the full-resolution pixels)."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
@@ -95,7 +98,8 @@ def decode_face(path: str, size: int) -> np.ndarray:
         with Image.open(path) as image:
             if min(image.size) < MIN_SIDE:
                 raise SkipImage(TINY, f"{image.size[0]}x{image.size[1]}")
-            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
+            if draft:
+                image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
             image = ImageOps.exif_transpose(image)
             return crop_resize(to_rgb(image), size)
     except SkipImage:
