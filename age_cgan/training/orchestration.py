@@ -166,7 +166,8 @@ def run_stage(config: TrainConfig, stage_name: str, dataset=None, **build) -> di
             run.save_model(stage.models[name], name)
         return stage.finish(history)
     except WriteFailed as failure:  # a full disk, ...: stop as SIGTERM does, say what is kept
-        raise failure.but(*_kept(config, stage_name, checkpoint, saved)) from failure
+        raise failure.but(*_kept(config, stage_name, checkpoint, saved, failure.path)) \
+            from failure
     except Exception as error:
         cause = out_of_memory(error)
         if cause is None:
@@ -174,15 +175,17 @@ def run_stage(config: TrainConfig, stage_name: str, dataset=None, **build) -> di
         raise _out_of_memory(config, stage_name, checkpoint, steps[0], cause) from error
 
 
-def _kept(config: TrainConfig, stage_name: str, checkpoint, saved: list) -> tuple[str, str]:
-    """(what of the stage is intact, what to run next) once a write failed."""
+def _kept(config: TrainConfig, stage_name: str, checkpoint, saved: list,
+          failed) -> tuple[str, str]:
+    """(what of the stage is intact, what to run next) once the write of ``failed`` failed."""
     step, _ = checkpoint_state(checkpoint)
     if step is None:
         return f"no checkpoint of stage {stage_name} was written yet", "run the same command again"
+    where = "" if failed == checkpoint else f" ({checkpoint})"
     if saved or config.resume:
-        return (f"the checkpoint of step {step} ({checkpoint}) is intact",
+        return (f"the checkpoint of step {step}{where} is intact",
                 f"resume with {setting('resume', True)}")
-    return (f"the earlier checkpoint of step {step} ({checkpoint}) is unchanged",
+    return (f"the earlier checkpoint of step {step}{where} is unchanged",
             "run the same command again")
 
 
@@ -195,7 +198,7 @@ def _out_of_memory(config: TrainConfig, stage_name: str, checkpoint, step: int,
     stored, _ = checkpoint_state(checkpoint)
     message = (f"stage {stage_name} ran out of memory at step {step} with "
                f"{setting('batch_size', size)} ({describe(cause)}). ")
-    free = "free memory (close other programs)"
+    free = "free memory by closing other programs"
     if not smaller:
         message += (f"A batch of {size} is the smallest here: {free}, or train a new "
                     f"{setting('run')} with a smaller {setting('image_size')}")
