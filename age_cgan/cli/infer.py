@@ -345,7 +345,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: interrupted after {written} faces", file=sys.stderr)
         return 130
     except WriteFailed as error:  # a full disk, ...: one line, the grids already written stay
-        kept = f"the grids of the {written} faces aged before it are kept"
+        kept = f"the grids of the {written} faces aged before it are kept" if written else None
         print(f"{PROG}: error: {cli_message(error.but(kept=kept))}", file=sys.stderr)
         return 1
     finally:
