@@ -42,6 +42,7 @@ import zipfile
 from pathlib import Path
 
 from age_cgan.errors import AgeCganError, raw_message, render, setting
+from age_cgan.files import WriteFailed, write_text, writing
 
 PROG = "age-cgan-app"
 DEFAULT_HOST = "127.0.0.1"
@@ -229,7 +230,12 @@ class AgingApp:
             index = min(max(int(face_index or 0), 0), len(faces) - 1)
             aged = age_face(self.models, faces[index], method, categories)
             verdicts = self._judge(aged)
-            result = self._result(aged, verdicts, faces, index, start)
+            try:
+                result = self._result(aged, verdicts, faces, index, start)
+            except WriteFailed as error:  # the server's disk: say so here, in full in its log
+                print(f"{PROG}: {error}", file=sys.stderr)
+                return {"message": f"**Could not save the result:** {error.reason} on the "
+                        "server. Try again later."}
         self._prune()
         return result
 
@@ -251,9 +257,10 @@ class AgingApp:
                            for label, verdict in zip(aged.labels, verdicts)]}
         folder = self.scratch / uuid.uuid4().hex
         _write_face(aged, folder / "aged" / "grid.png", zoom, separate=True)
-        (folder / "aged" / "result.json").write_text(json.dumps(record, indent=1) + "\n")
+        write_text(folder / "aged" / "result.json", json.dumps(record, indent=1) + "\n")
         download = folder / "aged.zip"
-        with zipfile.ZipFile(download, "w", zipfile.ZIP_DEFLATED) as archive:
+        with writing(download, "the download"), \
+                zipfile.ZipFile(download, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted((folder / "aged").rglob("*")):
                 if file.is_file():
                     archive.write(file, file.relative_to(folder))

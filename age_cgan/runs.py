@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from age_cgan.ages import AgeBins
 from age_cgan.errors import AgeCganError, command, raw_message, setting, trained_by
-from age_cgan.files import atomic_path
+from age_cgan.files import atomic_path, writing
 
 if TYPE_CHECKING:
     import keras
@@ -102,8 +102,10 @@ def holding_run_lock(function):
     return locked
 
 
-def write_json_atomic(path, data) -> None:
-    with atomic_path(path) as tmp:
+def write_json_atomic(path, data, what: str | None = None) -> None:
+    """Write ``data`` as indented JSON, atomically; a refused write is ``files.WriteFailed``
+    naming ``path`` and ``what``."""
+    with atomic_path(path, what) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -217,7 +219,7 @@ class RunFolder:
         return TrainConfig.from_stored(self.read_config(), **changes)
 
     def write_config(self, config: dict) -> None:
-        write_json_atomic(self.config_path, config)
+        write_json_atomic(self.config_path, config, "the run's settings")
 
     def age_bins(self) -> AgeBins:
         return AgeBins.parse(self.read_config()["age_bins"])
@@ -247,8 +249,9 @@ class RunFolder:
                 _HELD_LOCKS[key][1] -= 1
             return
         created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_path, "a+", encoding="ascii")
+        with writing(self.lock_path, "the run folder's lock"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_path, "a+", encoding="ascii")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -320,6 +323,6 @@ class RunFolder:
     def save_model(self, model: keras.Model, network: str) -> Path:
         """Write ``models/<network>.keras`` atomically (temp name + rename)."""
         path = self.model_path(network)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, f"the trained {network}") as tmp:
             model.save(tmp)
         return path

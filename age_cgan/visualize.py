@@ -38,7 +38,8 @@ def labelled_grid(images: np.ndarray, rows: int, cols: int, labels: list[str], p
     return np.asarray(canvas)
 
 
-def save_png(array: np.ndarray, path) -> None:
-    """Write a uint8 (H, W, 3) array as PNG, atomically (temp name + rename)."""
-    with atomic_path(path) as tmp:
+def save_png(array: np.ndarray, path, what: str | None = None) -> None:
+    """Write a uint8 (H, W, 3) array as PNG, atomically (temp name + rename); a refused write
+    is ``files.WriteFailed`` naming ``path`` and ``what``."""
+    with atomic_path(path, what) as tmp:
         Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")

@@ -11,9 +11,11 @@ infer.py should use by default, then writes SHA256SUMS over them. The model card
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from age_cgan.aging import METHODS
+from age_cgan.files import WriteFailed
 from age_cgan.helpformat import DocstringHelpFormatter
 from age_cgan.pretrained import CHECKSUMS, package_run
 
@@ -33,7 +35,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    folder = package_run(args.run, args.out, args.method, args.strength)
+    try:
+        folder = package_run(args.run, args.out, args.method, args.strength)
+    except WriteFailed as error:  # a full disk, ...: one line naming the file
+        sys.exit(f"package_model.py: error: {error}")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"packaged {args.run} -> {folder} ({size / 1e6:.1f} MB; {CHECKSUMS} verified)")
 

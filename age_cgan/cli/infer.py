@@ -20,6 +20,7 @@ from pathlib import Path
 from age_cgan.cli import HelpFormatter
 from age_cgan.cli.words import cli_message
 from age_cgan.errors import AgeCganError
+from age_cgan.files import WriteFailed, writing
 
 PROG = "infer.py"
 METHODS = ("none", "pixel", "identity", "difference", "network")  # age_cgan.aging.METHODS (not
@@ -171,7 +172,7 @@ def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
     from age_cgan.visualize import save_png
 
     grid, images, labels = _grid(aged, zoom)
-    save_png(grid, grid_path)
+    save_png(grid, grid_path, "the aged grid")
     paths = {"grid": str(grid_path)}
     if separate:
         folder = grid_path.with_suffix("")
@@ -179,7 +180,7 @@ def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
         paths["images"] = {}
         for name, label, image in zip(names, labels, _images(aged)):
             path = folder / f"{name.replace('+', 'plus')}.png"
-            save_png(image, path)
+            save_png(image, path, "an aged face")
             paths["images"][label] = str(path)
     return paths
 
@@ -260,8 +261,9 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
                   f"{verdict['estimated_age']:.0f} ({'in' if verdict['in_category'] else 'not in'}"
                   f" {verdict['age']})", file=sys.stderr if log is sys.stdout else sys.stdout)
         if log:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            with writing(args.json, "the --json log"):
+                log.write(json.dumps(record) + "\n")
+                log.flush()
     return len(faces)
 
 
@@ -374,6 +376,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted after {written} faces", file=sys.stderr)
         return 130
+    except WriteFailed as error:  # a full disk, ...: one line, the grids already written stay
+        kept = f"the grids of the {written} faces aged before it are kept" if written else None
+        print(f"{PROG}: error: {cli_message(error.but(kept=kept))}", file=sys.stderr)
+        return 1
     finally:
         if log not in (None, sys.stdout):
             log.close()

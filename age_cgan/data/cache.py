@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from age_cgan.files import atomic_path
+from age_cgan.files import WriteFailed, atomic_path
 
 #: Bump when the stored arrays or their meaning change.
 FORMAT_VERSION = 1
@@ -53,18 +53,23 @@ def cache_path(source, image_size: int, bins_spec: str, settings: dict,
 def save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> bool:
     """Write arrays + JSON meta to ``path`` atomically (``files.atomic_path``).
 
-    Returns False (with a warning) when the cache folder cannot be written: the data is still
+    Returns False (with one warning) when the cache cannot be written (a full disk, a
+    read-only or forbidden folder, a file where the folder should be): the data is still
     usable, it is only decoded again next time.
     """
     for name, array in arrays.items():
         if array.dtype == object:
             raise TypeError(f"cache array {name!r} is an object array")
     try:
-        with atomic_path(path) as temp, open(temp, "wb") as handle:
+        with atomic_path(path, "the face cache") as temp, open(temp, "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
         return True
     except OSError as error:
-        warnings.warn(f"could not write the face cache {path}: {error}", stacklevel=3)
+        why = (f"{error.reason} ({error.strerror})" if isinstance(error, WriteFailed)
+               else str(error))
+        warnings.warn(f"could not write the face cache {path}: {why}. The faces are used "
+                      "without it and decoded again next time; point AGE_CGAN_CACHE (or the "
+                      "data_cache setting) at a writable folder to keep them", stacklevel=3)
         return False
 
 

@@ -16,6 +16,14 @@ from age_cgan.data.images import normalize
 STATE_VERSION = 1
 
 
+class SamplerStateMismatch(ValueError):
+    """A saved sampler state is for another batch size or other rows than this sampler's."""
+
+    def __init__(self, key: str, stored, mine):
+        self.key, self.stored, self.mine = key, stored, mine
+        super().__init__(f"sampler state is for {key}={stored}, this one has {mine}")
+
+
 def _encode(value):
     """numpy bit-generator state -> JSON: 128-bit integers become hex strings."""
     if isinstance(value, dict):
@@ -126,7 +134,7 @@ class BatchSampler:
             raise ValueError(f"unknown sampler state version {state.get('version')}")
         for key, mine in (("num_rows", len(self._rows)), ("batch_size", self.batch_size)):
             if state[key] != mine:
-                raise ValueError(f"sampler state is for {key}={state[key]}, this one has {mine}")
+                raise SamplerStateMismatch(key, state[key], mine)
         # Redraw the epoch's permutation from the RNG state it was drawn with, then resume.
         self._rng.bit_generator.state = _decode(state["epoch_rng"])
         self._new_epoch()

@@ -94,7 +94,7 @@ class FaceBundle:
                                    f"{name}__shape": np.array(getattr(self, name).shape)})
                     codecs[name] = "webp"
         path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        with atomic_path(path, "the exported faces") as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, meta=np.array(json.dumps({**self.meta,
                                                                   "codecs": codecs})),
                                 **arrays)

@@ -80,6 +80,6 @@ def save_figure(path, results, bins, test_faces, examples) -> None:
     fig.suptitle(f"{results['run']}: Frechet distance (dlib space) generated vs test "
                  f"{stats['frechet_generated_vs_test']:.3f}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "the evaluation figure") as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)

@@ -9,17 +9,19 @@ from pathlib import Path
 from age_cgan.evaluation.aging_report import aging_markdown
 from age_cgan.evaluation.figure import save_figure
 from age_cgan.evaluation.settings import GOALS, PAPER_AGE_GAP, PAPER_IDENTITY, REFERENCE
+from age_cgan.files import write_text, writing
 from age_cgan.runs import write_json_atomic
 
 
 def write_outputs(results, out_dir, bins, test_faces, examples) -> dict:
     """evaluation.json, evaluation.md and evaluation.png in ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir, "the evaluation folder"):
+        out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "evaluation.json", "markdown": out_dir / "evaluation.md",
              "figure": out_dir / "evaluation.png"}
-    write_json_atomic(paths["json"], results)
-    paths["markdown"].write_text(markdown_report(results))
+    write_json_atomic(paths["json"], results, "the evaluation results")
+    write_text(paths["markdown"], markdown_report(results), "the evaluation report")
     save_figure(paths["figure"], results, bins, test_faces, examples)
     return {key: str(value) for key, value in paths.items()}
 

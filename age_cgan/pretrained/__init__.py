@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from age_cgan.errors import AgeCganError, setting
+from age_cgan.files import atomic_path, write_text
 
 #: The shipped model's folder (a run folder plus SHA256SUMS and MODEL_CARD.md).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "lite"
@@ -89,7 +90,7 @@ def write_checksums(folder: Path, names) -> Path:
     """Write ``folder/SHA256SUMS`` for the given relative paths."""
     folder = Path(folder)
     lines = [f"{sha256(folder / name)}  {name}" for name in sorted(names)]
-    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    write_text(folder / CHECKSUMS, "\n".join(lines) + "\n", "the packaged model's checksums")
     return folder / CHECKSUMS
 
 
@@ -109,17 +110,19 @@ def package_run(run, out, method: str, strength: float = 1.0) -> Path:
     for key in LOCAL_KEYS:
         config.pop(key, None)
     config.update(default_method=method, default_strength=float(strength))
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n",
+               "the packaged model's settings")
     names = ["config.json"]
     for network in NETWORKS:
         source = run / "models" / f"{network}.keras"
         if network == "face_recognizer" and not source.is_file():
             continue  # a run without the FR stage: the identity method will say so
-        shutil.copyfile(source, out / "models" / f"{network}.keras")
+        with atomic_path(out / "models" / f"{network}.keras", f"the packaged {network}") as tmp:
+            shutil.copyfile(source, tmp)
         names.append(f"models/{network}.keras")
     if (run / "recipe.json").is_file():
-        shutil.copyfile(run / "recipe.json", out / "recipe.json")
+        with atomic_path(out / "recipe.json", "the packaged recipe record") as tmp:
+            shutil.copyfile(run / "recipe.json", tmp)
         names.append("recipe.json")
     write_checksums(out, names)
     return verify(out)

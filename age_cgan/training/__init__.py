@@ -8,9 +8,10 @@ command). The compiled steps come from ``age_cgan.backend``, below this package.
 """
 
 from age_cgan.training.graph import STAGE_CLASSES, maker_of
-from age_cgan.training.loop import NonFiniteLoss, TrainingInterrupted
+from age_cgan.training.loop import NonFiniteLoss, OutOfMemory, TrainingInterrupted
 from age_cgan.training.orchestration import (format_plan, load_data, plan, resolve_config,
                                              run_stage, train, train_face_recognizer)
 
-__all__ = ["NonFiniteLoss", "STAGE_CLASSES", "TrainingInterrupted", "format_plan", "load_data",
-           "maker_of", "plan", "resolve_config", "run_stage", "train", "train_face_recognizer"]
+__all__ = ["NonFiniteLoss", "OutOfMemory", "STAGE_CLASSES", "TrainingInterrupted", "format_plan",
+           "load_data", "maker_of", "plan", "resolve_config", "run_stage", "train",
+           "train_face_recognizer"]

@@ -46,6 +46,40 @@ class CheckpointExists(RunFolderError):
             "start the stage again.")
 
 
+class SettingsChanged(RunFolderError):
+    """A stage's checkpoint was written with other batches than this command would draw (another
+    batch size, other training faces): resuming it exactly is impossible."""
+
+    def __init__(self, stage: str, path, step: int, key: str, stored, mine):
+        self.stage, self.path, self.step = stage, Path(path), step
+        self.key, self.stored, self.mine = key, stored, mine
+        where = f"stage {stage}'s checkpoint at step {step} ({path})"
+        if key == "batch_size":
+            message = (
+                f"{where} was written with {setting('batch_size', stored)}; this command asks "
+                f"for {mine}, and a resumed stage must draw the batches it would have drawn. "
+                f"Pass {setting('batch_size', stored)} to continue it, or "
+                f"{setting('overwrite', True)} to start the stage again with batch size {mine} "
+                "(its checkpoint is replaced).")
+        else:
+            message = (
+                f"{where} was written for {stored} training faces; the data now gives {mine} "
+                f"({setting('data')}, {setting('test_fraction')} or {setting('seed')} changed, "
+                "or images were added or removed). Pass the data and settings it was trained "
+                f"with to continue it, or {setting('overwrite', True)} to start the stage again "
+                "on this data (its checkpoint is replaced).")
+        super().__init__(message)
+
+
+def stored_state(path) -> dict:
+    """The JSON state a checkpoint holds (sampler, RNG), read without its arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return json.loads(str(stored["meta"]))["state"]
+    except Exception as error:
+        raise DamagedCheckpoint(path, _read_error(error)) from error
+
+
 def _read_error(error: Exception) -> str:
     if isinstance(error, zipfile.BadZipFile):
         return f"not a whole .npz archive ({error}; truncated by a full disk or a copy?)"
@@ -57,7 +91,10 @@ def _variables(prefix, variables):
 
 
 def save_checkpoint(path, models: dict, optimizers: dict, step: int, state: dict, arrays: dict):
-    """Write ``path`` atomically. ``state`` must be JSON-serialisable; ``arrays`` numpy."""
+    """Write ``path`` atomically. ``state`` must be JSON-serialisable; ``arrays`` numpy.
+
+    A refused write (full disk, file-size limit, ...) is ``files.WriteFailed``; the earlier
+    checkpoint is then unchanged."""
     payload = {}
     for name, model in models.items():
         payload.update(_variables(f"model/{name}", model.variables))
@@ -67,7 +104,7 @@ def save_checkpoint(path, models: dict, optimizers: dict, step: int, state: dict
         payload[f"array/{key}"] = np.asarray(value)
     meta = {"format": FORMAT, "step": int(step), "state": state}
     payload["meta"] = np.array(json.dumps(meta))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path, f"the checkpoint of step {step}") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **payload)
         handle.flush()
         os.fsync(handle.fileno())

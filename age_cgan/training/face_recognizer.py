@@ -41,6 +41,7 @@ from age_cgan.backend import BACKEND, Update
 from age_cgan.data import normalize
 from age_cgan.errors import AgeCganError, setting
 from age_cgan.evaluation.pairs import embed, verify_pairs
+from age_cgan.files import atomic_path
 from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD, find_teacher_file, teacher_descriptors
 from age_cgan.runs import RunFolder, face_recognizer_weights, write_json_atomic
 from age_cgan.training.stage import Stage
@@ -446,8 +447,11 @@ class FaceRecognizerStage(Stage):
             "model": str(self.run.model_path(NETWORK)),
         }
         if self.writes:
-            write_json_atomic(self.run.stage_dir(STAGE) / "summary.json", summary)
-            np.save(self.run.stage_dir(STAGE) / "teacher_mean.npy", teacher.mean)
+            write_json_atomic(self.run.stage_dir(STAGE) / "summary.json", summary,
+                              "the stage's summary")
+            with atomic_path(self.run.stage_dir(STAGE) / "teacher_mean.npy",
+                             "the teacher's centring vector") as tmp:
+                np.save(tmp, teacher.mean)
         if c.progress:
             print(f"stage fr: agreement with the teacher on held-out faces: "
                   f"{summary['agreement']}")

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from age_cgan.files import atomic_path, writing
 from age_cgan.visualize import save_png
+
+#: What the stage's logs are called in a refused write's message (``files.WriteFailed``).
+EVENTS, METRICS, SAMPLE = "the TensorBoard events", "the metrics log", "a sample grid"
 
 
 class EventWriter:
@@ -91,44 +95,58 @@ def truncate_metrics(path: Path, step: int) -> int:
         else:
             dropped += 1
     if dropped:
-        from age_cgan.files import atomic_path
-
-        with atomic_path(path) as tmp:
+        with atomic_path(path, METRICS) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     return dropped
 
 
 class StageLogger:
+    """A stage's logs. A refused write (full disk, ...) is ``files.WriteFailed`` naming the
+    file; a torn last line of ``metrics.jsonl`` is dropped on resume (``truncate_metrics``)."""
+
     def __init__(self, logdir, start: int = 0):
         """Log into ``logdir``; ``metrics.jsonl`` keeps only the steps up to ``start`` (the
         step the stage starts from) before new lines are appended."""
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        self._writer = EventWriter(self.logdir)
-        truncate_metrics(self.logdir / "metrics.jsonl", start)
-        self._jsonl = open(self.logdir / "metrics.jsonl", "a", encoding="utf-8")
+        self._metrics = self.logdir / "metrics.jsonl"
+        with writing(self.logdir, EVENTS):
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._writer = EventWriter(self.logdir)
+        truncate_metrics(self._metrics, start)
+        with writing(self._metrics, METRICS):
+            self._jsonl = open(self._metrics, "a", encoding="utf-8")
 
     def scalars(self, step: int, values: dict) -> None:
-        self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
-        self._jsonl.flush()
-        for tag, value in values.items():
-            self._writer.scalar(step, tag, float(value))
-        self._writer.flush()
+        with writing(self._metrics, METRICS):
+            self._jsonl.write(json.dumps({"step": int(step),
+                                          **{k: float(v) for k, v in values.items()}}) + "\n")
+            self._jsonl.flush()
+        with writing(self.logdir, EVENTS):
+            for tag, value in values.items():
+                self._writer.scalar(step, tag, float(value))
+            self._writer.flush()
 
     def image(self, step: int, tag: str, grid: np.ndarray) -> Path:
         """Log a uint8 (H, W, 3) grid to TensorBoard and save it as samples/<tag>_<step>.png."""
         path = self.logdir / "samples" / f"{tag.replace('/', '_')}_{int(step):07d}.png"
-        save_png(grid, path)
-        self._writer.image(step, tag, grid)
-        self._writer.flush()
+        save_png(grid, path, SAMPLE)
+        with writing(self.logdir, EVENTS):
+            self._writer.image(step, tag, grid)
+            self._writer.flush()
         return path
 
     def text(self, step: int, tag: str, text: str) -> None:
-        self._writer.text(step, tag, text)
+        with writing(self.logdir, EVENTS):
+            self._writer.text(step, tag, text)
 
     def close(self) -> None:
-        self._jsonl.close()
-        self._writer.close()
+        """Close both files (both are tried: a full disk may refuse the first)."""
+        try:
+            with writing(self._metrics, METRICS):
+                self._jsonl.close()
+        finally:
+            with writing(self.logdir, EVENTS):
+                self._writer.close()
 
 
 class NullLogger:

@@ -25,6 +25,11 @@ class NonFiniteLoss(AgeCganError, RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+class OutOfMemory(AgeCganError, MemoryError):
+    """A training step could not allocate its batch (RAM or accelerator memory); the message
+    names the batch size, a smaller one, and the checkpoint that is kept."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM stopped a stage after a whole step, which was checkpointed."""
 
@@ -84,6 +89,7 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
     bar = tqdm(total=total, initial=start, desc=f"stage {name}", disable=not progress,
                unit="step", dynamic_ncols=True)
     timer = time.perf_counter()
+    finished = False
     with _deferred_interrupts() as interrupted:
         try:
             for step in range(start + 1, total + 1):
@@ -115,9 +121,14 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
                 if not window:  # images/sec counts training steps, not sampling or saving
                     timer = time.perf_counter()
             step_fn.sync()
+            finished = True
         finally:
             bar.close()
-            logger.close()
+            if finished:
+                logger.close()
+            else:  # a second failure (the full disk again) must not hide the first one
+                with contextlib.suppress(Exception):
+                    logger.close()
     return history
 
 
@@ -149,4 +160,4 @@ def _postfix(means: dict) -> dict:
     return shown
 
 
-__all__ = ["NonFiniteLoss", "TrainingInterrupted", "fit"]
+__all__ = ["NonFiniteLoss", "OutOfMemory", "TrainingInterrupted", "fit"]

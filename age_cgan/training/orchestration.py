@@ -16,14 +16,18 @@ import keras
 
 from age_cgan.backend import BACKEND, Step
 from age_cgan.backend.devices import device_count, is_chief, placement as device_placement
+from age_cgan.backend.memory import describe, out_of_memory
 from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
+from age_cgan.data.sampler import SamplerStateMismatch
 from age_cgan.errors import SettingError, python_words, render, setting
+from age_cgan.files import WriteFailed
 from age_cgan.runs import (RUN_FR, RunFolder, RunFolderError, face_recognizer_weights,
                            holding_run_lock, load_dataset_for_run)
-from age_cgan.training.checkpoint import (CheckpointExists, DamagedCheckpoint, load_checkpoint,
-                                          resumption, save_checkpoint)
+from age_cgan.training.checkpoint import (CheckpointExists, DamagedCheckpoint, SettingsChanged,
+                                          checkpoint_state, load_checkpoint, resumption,
+                                          save_checkpoint, stored_state)
 from age_cgan.training.graph import STAGE_CLASSES, check_ready
-from age_cgan.training.loop import fit
+from age_cgan.training.loop import OutOfMemory, fit
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
@@ -41,7 +45,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         if mine != getattr(defaults, key):
             raise RunFolderError(
                 f"{run.path} was trained with {key}={theirs!r}; this command asks for {mine!r}. "
-                f"Use another {setting('run')} folder for other network settings."
+                f"Pass {setting(key, theirs)} (or leave it out) to continue it, or use another "
+                f"{setting('run')} folder for other network settings."
             )
         changes[key] = theirs
     if config.data is None and stored.data:
@@ -81,9 +86,19 @@ def _check_batch(config: TrainConfig, dataset, stages) -> None:
             "less, or more data")
 
 
-def _resumption(run: RunFolder, stage: str, config: TrainConfig):
-    return resumption(run.stage_dir(stage) / "checkpoint.npz", stage, config.run,
-                      config.resume, config.overwrite)
+def _resumption(run: RunFolder, stage: str, config: TrainConfig, dataset=None):
+    """The stage's resume-or-refuse decision. A checkpoint to resume must also have been
+    written with this batch size and, when ``dataset`` is given, for as many training faces
+    (``SettingsChanged`` names both values and the ways out), so that it continues exactly."""
+    path = run.stage_dir(stage) / "checkpoint.npz"
+    decision = resumption(path, stage, config.run, config.resume, config.overwrite)
+    if decision.step is not None:
+        sampler = stored_state(path).get("sampler") or {}
+        rows = None if dataset is None else STAGE_CLASSES[stage].sampler_rows(dataset)
+        for key, mine in (("batch_size", config.batch_size), ("num_rows", rows)):
+            if mine is not None and sampler.get(key, mine) != mine:
+                raise SettingsChanged(stage, path, decision.step, key, sampler[key], mine)
+    return decision
 
 
 def train(config: TrainConfig) -> dict:
@@ -98,7 +113,7 @@ def train(config: TrainConfig) -> dict:
     with RunFolder(config.run).lock() if is_chief() else contextlib.nullcontext():
         config, run, stages, dataset = _prepare(config)
         for stage in stages:
-            _resumption(run, stage, config)  # refuses before anything is written
+            _resumption(run, stage, config, dataset)  # refuses before anything is written
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         stored = run.read_config() if run.config_path.is_file() else {}
@@ -125,27 +140,83 @@ def run_stage(config: TrainConfig, stage_name: str, dataset=None, **build) -> di
     stage.begin(resumed=start > 0)
     total = config.total_steps(stage_name, None if dataset is None else len(dataset.train()))
 
+    saved, steps = [], [start]  # checkpoints this call wrote; the step being prepared
+
     def save(step):
         if devices.is_chief:
             save_checkpoint(checkpoint, trained, stage.optimizers, step, stage.get_state(),
                             stage.fixed)
+            saved.append(step)
 
-    history = fit(
-        step_fn, stage.next_batch, name=stage_name, logdir=run.stage_dir(stage_name),
-        start=start, total=total, batch_size=config.batch_size, log_every=config.log_every,
-        sample_every=config.sample_every, checkpoint_every=config.checkpoint_every,
-        progress=config.progress, save=save, samples=stage.samples,
-        before_final=stage.before_final,
-        config_text=_config_markdown(config) if start == 0 else None, write=devices.is_chief,
-    )
-    for name in stage.trained if devices.is_chief else ():
-        run.save_model(stage.models[name], name)
-    return stage.finish(history)
+    def next_batch():
+        steps[0] += 1
+        return stage.next_batch()
+
+    try:
+        history = fit(
+            step_fn, next_batch, name=stage_name, logdir=run.stage_dir(stage_name),
+            start=start, total=total, batch_size=config.batch_size, log_every=config.log_every,
+            sample_every=config.sample_every, checkpoint_every=config.checkpoint_every,
+            progress=config.progress, save=save, samples=stage.samples,
+            before_final=stage.before_final,
+            config_text=_config_markdown(config) if start == 0 else None,
+            write=devices.is_chief,
+        )
+        for name in stage.trained if devices.is_chief else ():
+            run.save_model(stage.models[name], name)
+        return stage.finish(history)
+    except WriteFailed as failure:  # a full disk, ...: stop as SIGTERM does, say what is kept
+        raise failure.but(*_kept(config, stage_name, checkpoint, saved, failure.path)) \
+            from failure
+    except Exception as error:
+        cause = out_of_memory(error)
+        if cause is None:
+            raise
+        raise _out_of_memory(config, stage_name, checkpoint, steps[0], cause) from error
+
+
+def _kept(config: TrainConfig, stage_name: str, checkpoint, saved: list,
+          failed) -> tuple[str, str]:
+    """(what of the stage is intact, what to run next) once the write of ``failed`` failed."""
+    step, _ = checkpoint_state(checkpoint)
+    if step is None:
+        return f"no checkpoint of stage {stage_name} was written yet", "run the same command again"
+    where = "" if failed == checkpoint else f" ({checkpoint})"
+    if saved or config.resume:
+        return (f"the checkpoint of step {step}{where} is intact",
+                f"resume with {setting('resume', True)}")
+    return (f"the earlier checkpoint of step {step}{where} is unchanged",
+            "run the same command again")
+
+
+def _out_of_memory(config: TrainConfig, stage_name: str, checkpoint, step: int,
+                   cause: BaseException) -> OutOfMemory:
+    """The one line for a batch too big for the memory: the batch size, a smaller one (a
+    multiple of the device count), and the checkpoint that is kept."""
+    size, devices = config.batch_size, device_count(config.devices)
+    smaller = size // 2 // devices * devices
+    stored, _ = checkpoint_state(checkpoint)
+    message = (f"stage {stage_name} ran out of memory at step {step} with "
+               f"{setting('batch_size', size)} ({describe(cause)}). ")
+    free = "free memory by closing other programs"
+    if not smaller:
+        message += (f"A batch of {size} is the smallest here: {free}, or train a new "
+                    f"{setting('run')} with a smaller {setting('image_size')}")
+        message += f"; the checkpoint of step {stored} is intact." if stored else "."
+    elif stored is None:
+        message += (f"No checkpoint of stage {stage_name} was written yet; run the same command "
+                    f"with {setting('batch_size', smaller)} (or {free} first).")
+    else:
+        message += (f"The checkpoint of step {stored} ({checkpoint}) is intact, but it continues "
+                    f"only with {setting('batch_size', size)}: {free} and resume with "
+                    f"{setting('resume', True)}, or start the stage again with "
+                    f"{setting('batch_size', smaller)} {setting('overwrite', True)}.")
+    return OutOfMemory(message)
 
 
 def _restore(config, stage, step_fn, checkpoint, trained) -> int:
     """The step the stage starts after: its checkpoint's when resumed, else 0."""
-    decision = _resumption(stage.run, stage.name, config)
+    decision = _resumption(stage.run, stage.name, config, stage.dataset)
     if decision.step is None:
         if config.progress and decision.note:
             print(f"stage {stage.name} {render(decision.note, lambda part: 'as asked')}")
@@ -153,7 +224,11 @@ def _restore(config, stage, step_fn, checkpoint, trained) -> int:
             print(f"no checkpoint at {checkpoint}: stage {stage.name} starts at step 0")
         return 0
     step, state, arrays = load_checkpoint(checkpoint, trained, stage.optimizers)
-    stage.set_state(state)
+    try:
+        stage.set_state(state)
+    except SamplerStateMismatch as mismatch:  # other training faces (or batch) than it had
+        raise SettingsChanged(stage.name, checkpoint, step, mismatch.key, mismatch.stored,
+                              mismatch.mine) from None
     stage.fixed = {key: arrays[key] for key in stage.fixed}
     step_fn.reset()
     if config.progress:
@@ -177,7 +252,7 @@ def plan(config: TrainConfig) -> list[dict]:
     for name in stages:
         total = config.total_steps(name, train_size)
         try:
-            decision = _resumption(run, name, config)
+            decision = _resumption(run, name, config, dataset)
             start, note = min(decision.step or 0, total), decision.note
             if decision.step is not None:
                 note = ""
@@ -186,6 +261,8 @@ def plan(config: TrainConfig) -> list[dict]:
         except CheckpointExists as exists:
             start, note = 0, (f"refused: a checkpoint at step {exists.step} exists; pass "
                               f"{setting('resume', True)} or {setting('overwrite', True)}")
+        except SettingsChanged as changed:
+            start, note = 0, f"refused: {changed.message}"
         if name == "3":
             note = "; ".join(filter(None, [note, "FR: " + _fr_source(run, config)]))
         if holder is not None:

@@ -88,5 +88,5 @@ def _run_stages(name: str, base: TrainConfig) -> dict:
         stage["wall_seconds"] += seconds  # a resumed stage adds its calls' times
         stage["steps"] = config.steps
         record["total_wall_seconds"] = sum(s["wall_seconds"] for s in record["stages"].values())
-        write_json_atomic(record_path, record)
+        write_json_atomic(record_path, record, "the recipe's wall-time record")
     return record

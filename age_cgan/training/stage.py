@@ -62,6 +62,14 @@ class Stage:
     def build(self):  # -> (models dict, optimizers dict, [Update])
         raise NotImplementedError
 
+    @classmethod
+    def sampler_rows(cls, dataset) -> int | None:
+        """How many faces the stage's sampler draws from (its checkpoint records it), or None
+        where a stage draws otherwise (its own ``make_sampler``)."""
+        if not cls.needs_data or cls.make_sampler is not Stage.make_sampler:
+            return None
+        return len(dataset.train())
+
     def make_sampler(self):
         train = self.dataset.train()
         return BatchSampler(train.images, train.categories, self.num_ages,
