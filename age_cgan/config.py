@@ -145,12 +145,15 @@ class TrainConfig:
     aging_cycle_weight: float = _setting(0.0, "stage aging: weight of the L1 cycle back from "
                                          "the target age to the own age (a second pass of "
                                          "the network: ~40% slower; 0 skips it)")
-    aging_change_weight: float = _setting(1.0, "stage aging: weight of the L1 size of the "
-                                          "change")
-    aging_smoothness_weight: float = _setting(2.0, "stage aging: weight of the change's total "
+    aging_change_weight: float = _setting(10.0, "stage aging: weight of the change's mean "
+                                          "square (its size)")
+    aging_smoothness_weight: float = _setting(0.3, "stage aging: weight of the change's total "
                                               "variation (no stripes or grids)")
-    aging_tint_weight: float = _setting(10.0, "stage aging: weight of the change's mean colour "
+    aging_tint_weight: float = _setting(5.0, "stage aging: weight of the change's mean colour "
                                         "apart from brightness (no tint over the face)")
+    aging_warmup_steps: int = _setting(100, "stage aging: steps over which the aging "
+                                       "network's loss grows from 0 to its full weight, while "
+                                       "the discriminator learns the ages first (0: none)")
 
     # --- observation ---
     log_every: int = _setting(50, "steps per TensorBoard scalar window (means over it)")
@@ -193,7 +196,7 @@ class TrainConfig:
         for name in ("mismatch_weight", "adversarial_weight", "fr_distill_weight",
                      "fr_relation_weight", "fr_identity_weight", "fr_margin",
                      "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches",
-                     "age_years_weight", *AGING_WEIGHTS):
+                     "age_years_weight", "aging_warmup_steps", *AGING_WEIGHTS):
             value = getattr(self, name)
             if not 0 <= value < math.inf:
                 raise SettingError(f"{setting(name)} must be at least 0, got {value}")

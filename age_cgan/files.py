@@ -56,7 +56,8 @@ class WriteFailed(AgeCganError, OSError):
                            then or self.then)
 
 
-def _chain(error: BaseException):
+def error_chain(error: BaseException):
+    """``error`` and its causes (``__cause__`` / ``__context__``), each once."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -70,10 +71,10 @@ def write_error_code(error: BaseException) -> int | None:
     An OSError carries it; a library that wraps the OS error in its own (TensorFlow's file
     layer, h5py) keeps its wording (``No space left on device``), which is looked for too.
     """
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(link, OSError) and link.errno in WRITE_ERRORS:
             return link.errno
-    text = " ".join(str(link) for link in _chain(error))
+    text = " ".join(str(link) for link in error_chain(error))
     for code in WRITE_ERRORS:
         if code not in (errno.EPERM, errno.ENOTDIR) and os.strerror(code) in text:
             return code

@@ -92,7 +92,6 @@ ARCHITECTURES = {
         "face_recognizer": {"backbone": "inception_resnet_v2"},
         "age_estimator": {"filters": (32, 64, 128, 256)},
         "aging_network": {"filters": (32, 64, 128), "bottleneck": 192, "residual_blocks": 3},
-        "aging_discriminator": {"filters": (64, 128, 256)},
     },
     "lite": {
         "encoder": {"filters": (32, 64, 128, 256), "kernel": 5, "fc_units": 512},
@@ -102,7 +101,6 @@ ARCHITECTURES = {
         "face_recognizer": {"backbone": "small"},
         "age_estimator": {"filters": (24, 48, 96, 192)},
         "aging_network": {"filters": (16, 32, 64), "bottleneck": 128, "residual_blocks": 2},
-        "aging_discriminator": {"filters": (32, 64, 128)},
     },
 }
 
@@ -273,17 +271,35 @@ def build_age_estimator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
     (``training.aging_stages.AgeEstimatorStage``), never on a judge's verdicts.
     """
     image = keras.Input((image_size, image_size, 3), name="image")
-    x = image
-    for i, filters in enumerate(architecture(arch, "age_estimator")["filters"]):
-        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"age{i + 1}a")
-        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"age{i + 1}b")
-        x = layers.MaxPooling2D(2, name=f"age{i + 1}_pool")(x)  # S/2^(i+1)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(_age_trunk(image, arch))
     x = layers.Dropout(0.3, name="dropout")(x)
     probabilities = layers.Dense(num_ages, activation="softmax", dtype="float32",
                                  name="category")(x)
     years = layers.Dense(1, dtype="float32", name="years")(x)
     return keras.Model(image, [probabilities, years], name="age_estimator")
+
+
+@keras.saving.register_keras_serializable(package="age_cgan")
+class LightAndColour(layers.Layer):
+    """The aging network's change from two maps: ``[photo (B, S, S, 3), maps (B, S, S, 2)]`` ->
+    change (B, S, S, 3) = brightness + tanh(saturation) * (the photo's own colour apart from
+    its brightness) * -1.
+
+    Aging is mostly a change of light and shape, and of colour only towards grey (hair) or
+    along the face's own hue (spots, redness), never a new hue: with this parametrisation the
+    change can brighten, darken, desaturate (saturation > 0) or deepen the photo's own colours
+    (< 0), but it cannot paint purple or green patterns, and a greyscale photo gets a
+    brightness change alone.
+    """
+
+    def call(self, inputs):
+        photo, maps = inputs
+        maps = ops.cast(maps, photo.dtype)
+        colour = photo - ops.mean(photo, axis=-1, keepdims=True)
+        return maps[..., :1] - ops.tanh(maps[..., 1:2]) * colour
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
 
 
 def _norm_block(x, filters, strides, name):
@@ -302,7 +318,9 @@ def build_aging_network(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
     An encoder-decoder with skip connections (a U-Net, S -> S/8 and back), the two ages as
     constant planes at the input, the bottleneck and every decoder level, residual blocks at
     the bottleneck, and a last convolution initialised to zero, so that training starts at
-    "the photo unchanged". The change is not clipped here: the caller adds it and clips.
+    "the photo unchanged". That convolution gives two maps, brightness and saturation, which
+    ``LightAndColour`` turns into the RGB change. The change is not clipped here: the caller
+    adds it and clips.
     """
     spec = architecture(arch, "aging_network")
     image = keras.Input((image_size, image_size, 3), name="image")
@@ -326,25 +344,41 @@ def build_aging_network(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
         x = layers.Concatenate(name=f"skip{i + 1}")([x, skips[i]])
         x = _norm_block(TileAge(name=f"tile_dec{i + 1}")([x, ages]), filters, 1,
                         name=f"dec{i + 1}")
-    change = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros",
-                           bias_initializer="zeros", dtype="float32", name="change")(x)
+    maps = layers.Conv2D(2, 3, padding="same", kernel_initializer="zeros",
+                         bias_initializer="zeros", dtype="float32", name="light_and_colour")(x)
+    change = LightAndColour(dtype="float32", name="change")([image, maps])
     return keras.Model([image, source, target], change, name="aging_network")
+
+
+def _age_trunk(image, arch):
+    """The age estimator's convolutional trunk (layer names ``age1a`` ...), 64 px -> S/16."""
+    x = image
+    for i, filters in enumerate(architecture(arch, "age_estimator")["filters"]):
+        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"age{i + 1}a")
+        x = _conv_block(x, filters, 3, 1, batch_norm=True, name=f"age{i + 1}b")
+        x = layers.MaxPooling2D(2, name=f"age{i + 1}_pool")(x)  # S/2^(i+1)
+    return x
 
 
 def build_aging_discriminator(image_size: int = IMAGE_SIZE, num_ages: int = NUM_AGES,
                               arch: str = "tutorial") -> keras.Model:
-    """Patch discriminator of the aging network: (image (B, S, S, 3), age one-hot (B, A)) ->
-    realness logits per patch (B, S/8, S/8, 1), LSGAN (real -> 1, fake -> 0; no sigmoid).
+    """Discriminator of the aging network: (image (B, S, S, 3), age one-hot (B, A)) -> realness
+    logits (B, S/16, S/16, 1), LSGAN (real pair -> 1, fake -> 0; no sigmoid).
 
-    The age is tiled after the first convolution, as in Age-cGAN's discriminator, so a real
-    face shown with a wrong age can be called fake.
+    The age estimator's trunk (same layers and names, so the aging stage starts it from the
+    trained estimator: a discriminator that already knows ages), then a patch logit per cell
+    plus a projection of the age on the pooled features (a projection discriminator, Miyato &
+    Koyama 2018), so a real face shown with a wrong age can be called fake from the first step.
     """
-    first, *rest = architecture(arch, "aging_discriminator")["filters"]
     image = keras.Input((image_size, image_size, 3), name="image")
     age = keras.Input((num_ages,), name="age")
-    x = _conv_block(image, first, 4, 2, batch_norm=False, name="block1")  # (S/2, S/2)
-    x = TileAge(name="tile_age")([x, age])
-    for i, filters in enumerate(rest):  # down to (S/8, S/8)
-        x = _conv_block(x, filters, 4, 2, batch_norm=False, name=f"block{i + 2}")
-    logits = layers.Conv2D(1, 3, padding="same", dtype="float32", name="patch_logits")(x)
+    x = _age_trunk(image, arch)  # (S/16, S/16, F)
+    patches = layers.Conv2D(1, 1, dtype="float32", name="patch_logits")(x)
+    pooled = layers.GlobalAveragePooling2D(name="pool")(x)
+    embedded = layers.Dense(x.shape[-1], use_bias=False, name="age_embedding")(age)
+    projection = layers.Dot(axes=1, name="projection")([embedded, pooled])  # (B, 1)
+    overall = layers.Add(name="global_logit")([layers.Dense(1, name="realness")(pooled),
+                                               projection])
+    overall = layers.Reshape((1, 1, 1), name="broadcast")(overall)
+    logits = layers.Add(dtype="float32", name="logits")([patches, overall])
     return keras.Model([image, age], logits, name="aging_discriminator")

@@ -73,13 +73,14 @@ def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
     base = TrainConfig(run=str(tmp_path / "run"), data=str(faces), progress=False,
                        image_size=32, grid_rows=2, data_cache=str(tmp_path / "cache"))
     plan = recipe.format_recipe_plan("lite", base)
-    assert "recipe lite: 4 stages" in plan and "expected" in plan and "arch=lite" in plan
+    assert "recipe lite: 6 stages" in plan and "expected" in plan and "arch=lite" in plan
     assert not (tmp_path / "run").exists()  # the dry run writes nothing
     record = recipe.run_recipe("lite", base)
-    assert set(record["stages"]) == {"1", "2", "fr", "3"}
+    assert set(record["stages"]) == {"1", "2", "fr", "3", "age", "aging"}
     assert all(s["wall_seconds"] > 0 for s in record["stages"].values())
     models = sorted(p.name for p in (tmp_path / "run" / "models").iterdir())
-    assert models == ["discriminator.keras", "encoder.keras", "face_recognizer.keras",
+    assert models == ["age_estimator.keras", "aging_discriminator.keras", "aging_network.keras",
+                      "discriminator.keras", "encoder.keras", "face_recognizer.keras",
                       "generator.keras"]
     # the same command again refuses (checkpoints exist); with --resume it passes over
     # the finished stages and adds their (short) times

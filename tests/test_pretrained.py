@@ -61,11 +61,14 @@ def test_the_shipped_model_verifies_and_is_the_lite_architecture():
         pytest.fail(f"the shipped model is missing from {DEFAULT_MODEL}")
     folder = verified_run()
     config = json.loads((folder / "config.json").read_text())
-    assert config["arch"] == "lite" and config["default_method"] in (
-        "none", "pixel", "identity", "difference")
+    assert config["arch"] == "lite" and config["default_method"] == "network"
     models = AgingModels.from_run(folder)
     n = models.encoder.count_params() + models.generator.count_params()
     assert n <= 8_000_000  # issue: encoder + generator at most 8M parameters
+    assert models.default_method() == ("network", None)  # the aging network, by default
+    assert models.age_estimator is not None
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20  # what git may hold of weights
 
 
 def test_difference_keeps_the_photo_and_adds_gs_change(trained_run):

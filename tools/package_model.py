@@ -1,9 +1,9 @@
 """Package a trained run as a shipped model folder (see age_cgan/pretrained/__init__.py).
 
-    python tools/package_model.py ~/runs/lite --method difference --out age_cgan/pretrained/lite
+    python tools/package_model.py ~/runs/lite --leave-out face_recognizer --out age_cgan/pretrained/lite
 
-Copies the networks inference needs (encoder, generator, face recogniser; not the
-discriminator), the run's settings without machine-local keys, plus the per-photo method
+Copies the networks inference needs (encoder, generator, age estimator, aging network, face
+recogniser; not the discriminators), the run's settings without machine-local keys, plus the per-photo method
 infer.py should use by default, then writes SHA256SUMS over them. The model card
 (MODEL_CARD.md) is written by hand from the evaluation and is not checksummed.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from age_cgan.aging import METHODS
 from age_cgan.files import WriteFailed
 from age_cgan.helpformat import DocstringHelpFormatter
-from age_cgan.pretrained import CHECKSUMS, package_run
+from age_cgan.pretrained import CHECKSUMS, NETWORKS, REQUIRED, package_run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,17 +26,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="a trained run folder (all stages done)")
     p.add_argument("--out", type=Path, default=Path("age_cgan/pretrained/lite"),
                    help="the model folder to write")
-    p.add_argument("--method", default="difference", choices=METHODS,
-                   help="the per-photo method infer.py uses by default with this model")
+    p.add_argument("--method", default="network", choices=METHODS,
+                   help="the per-photo method infer.py and the page use by default with this "
+                   "model")
     p.add_argument("--strength", type=float, default=1.0,
-                   help="the difference method's strength (default: 1)")
+                   help="that method's strength (network / difference; default: 1)")
+    p.add_argument("--leave-out", nargs="*", default=(), choices=NETWORKS[len(REQUIRED):],
+                   metavar="NETWORK", help="networks of the run not to package (e.g. "
+                   "face_recognizer, to stay within the 25 MB the shipped model may hold)")
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        folder = package_run(args.run, args.out, args.method, args.strength)
+        folder = package_run(args.run, args.out, args.method, args.strength, args.leave_out)
     except WriteFailed as error:  # a full disk, ...: one line naming the file
         sys.exit(f"package_model.py: error: {error}")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -362,8 +362,8 @@ def _run_config(folder: RunFolder, given: dict) -> dict:
             f"{folder.config_path} is incomplete: no {', '.join(missing)}. "
             "Was it written by training? Train again into a fresh run folder."
         )
-    if given.get("aging_network") is None and folder.has_model("aging_network"):
-        return config
+    if given.get("aging_network") is not None or folder.has_model("aging_network"):
+        return config  # the aging network needs no encoder or generator
     needed = [name for name in ("encoder", "generator")
               if given[name] is None and not folder.has_model(name)]
     if needed:

@@ -14,6 +14,8 @@ import errno
 import os
 import re
 
+from age_cgan.files import error_chain
+
 #: Backend errors that report an allocation failure only in their message.
 _RUNTIME_ERRORS = {"XlaRuntimeError", "JaxRuntimeError", "InternalError", "UnknownError"}
 _ALLOCATION = re.compile(r"RESOURCE_EXHAUSTED|out of memory|OOM when allocating|"
@@ -21,17 +23,9 @@ _ALLOCATION = re.compile(r"RESOURCE_EXHAUSTED|out of memory|OOM when allocating|
 _DISK = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
-def _chain(error: BaseException):
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def out_of_memory(error: BaseException) -> BaseException | None:
     """The allocation failure behind ``error`` (itself or a cause), or None."""
-    for link in _chain(error):
+    for link in error_chain(error):
         names = {kind.__name__ for kind in type(link).__mro__}
         text = str(link)
         if any(disk in text for disk in _DISK):

@@ -70,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--recipe", choices=["lite"],
                    help="train a whole model by a fixed recipe instead of one --stage: lite = "
-                   "the shipped CPU model (--arch lite; stages 1, 2, fr, 3; ~86 min on 2 CPU "
-                   "cores). With --dry-run it prints the plan and the expected time; cut off, "
+                   "the shipped CPU model (--arch lite; stages 1, 2, fr, 3, age, aging; about "
+                   "two hours on 2 CPU cores). With --dry-run it prints the plan and the expected time; cut off, "
                    "continue it with the same command and --resume")
     p.add_argument("--dry-run", action="store_true",
                    help="check the run folder and the data, print each stage's steps, images "

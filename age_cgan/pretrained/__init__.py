@@ -3,7 +3,8 @@
 ```
 age_cgan/pretrained/lite/config.json         the run's settings (architecture, age bins, ...)
                                              and the per-photo method infer.py uses by default
-age_cgan/pretrained/lite/models/*.keras      encoder, generator, face recogniser (safe_mode)
+age_cgan/pretrained/lite/models/*.keras      encoder, generator (Age-cGAN), age estimator and
+                                             aging network (the default method), safe_mode
 age_cgan/pretrained/lite/SHA256SUMS          one "sha256  relative/path" line per file
 age_cgan/pretrained/lite/MODEL_CARD.md       data, licence, training command, wall time, figures
 ```
@@ -94,17 +95,19 @@ def write_checksums(folder: Path, names) -> Path:
     return folder / CHECKSUMS
 
 
-#: The networks inference needs (the discriminator stays with the run).
-NETWORKS = ("encoder", "generator", "face_recognizer")
+#: The networks inference needs (the discriminators stay with the run); the first two always.
+NETWORKS = ("encoder", "generator", "age_estimator", "aging_network", "face_recognizer")
+REQUIRED = ("encoder", "generator")
 #: Settings of a training invocation that mean nothing to a packaged model.
 LOCAL_KEYS = ("run", "data_cache", "resume", "overwrite", "progress", "stage", "steps")
 
 
-def package_run(run, out, method: str, strength: float = 1.0) -> Path:
-    """Write a packaged model folder ``out`` from the trained run folder ``run``: its networks,
-    its settings without machine-local keys plus the default per-photo ``method`` and
-    ``strength``, its recipe record when present, and SHA256SUMS over them; returns ``out``
-    verified."""
+def package_run(run, out, method: str, strength: float = 1.0, leave_out=()) -> Path:
+    """Write a packaged model folder ``out`` from the trained run folder ``run``: its networks
+    (those of ``NETWORKS`` it has, but ``leave_out``), its settings without machine-local keys
+    plus the default per-photo ``method`` and ``strength``, its recipe record when present, and
+    SHA256SUMS over them; a network file of an earlier package not packaged now is removed.
+    Returns ``out`` verified."""
     run, out = Path(run), Path(out)
     config = json.loads((run / "config.json").read_text())
     for key in LOCAL_KEYS:
@@ -115,11 +118,14 @@ def package_run(run, out, method: str, strength: float = 1.0) -> Path:
     names = ["config.json"]
     for network in NETWORKS:
         source = run / "models" / f"{network}.keras"
-        if network == "face_recognizer" and not source.is_file():
-            continue  # a run without the FR stage: the identity method will say so
+        if network in leave_out or (network not in REQUIRED and not source.is_file()):
+            continue  # e.g. a run without stage fr: the identity method will say so
         with atomic_path(out / "models" / f"{network}.keras", f"the packaged {network}") as tmp:
             shutil.copyfile(source, tmp)
         names.append(f"models/{network}.keras")
+    for stale in (out / "models").glob("*.keras"):
+        if f"models/{stale.name}" not in names:
+            stale.unlink()
     if (run / "recipe.json").is_file():
         with atomic_path(out / "recipe.json", "the packaged recipe record") as tmp:
             shutil.copyfile(run / "recipe.json", tmp)

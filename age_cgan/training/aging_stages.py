@@ -8,14 +8,21 @@ Stage aging: the aging network T(photo, own, target) -> change (``networks.build
     real faces x at their own categories y and a random other target t:
 
     * adversarial (LSGAN): D_a(x + T(x, y, t), t) -> 1; D_a learns real (x, y) -> 1, the aged
-      face -> 0, and a real face with a wrong age -> 0, so T must show the target age;
+      face -> 0, and a real face with a wrong age -> 0, so T must show the target age. D_a is
+      a projection discriminator on the estimator's trunk, started from the trained estimator
+      and trained on, so it knows ages from the first step and learns to call fake the
+      patterns that fool the frozen estimator;
     * age: A's cross-entropy for t on the aged face, blurred 3x3 (the estimator reads the face,
       not pixel patterns);
     * reconstruction: |T(x, y, y)|, no change asked at the own age (a fifth of each batch has
       t = y);
     * cycle: |x + T(x, y, t) + T(aged, t, y) - x|, back to the own age (the other rows);
-    * change: its L1 size, total variation (no stripes or grids) and mean colour apart from
-      brightness (no tint over the face).
+    * change: its mean square, total variation (no stripes or grids) and mean colour apart
+      from brightness (no tint over the face).
+
+    T's loss is scaled from 0 to 1 over ``aging_warmup_steps`` while D (at twice T's learning
+    rate) learns which age each real face shows, so that T's first changes meet a D that can
+    call them fake.
 
     On a greyscale face the change is its brightness alone, in training as at use. Both stages
     leave a seeded validation split of the training faces (``data.validation_rows``) unseen.
@@ -194,7 +201,10 @@ def aging_d_step(f, batch):
     real = f(AGING_DISCRIMINATOR, [batch["image"], batch["age"]], training=True)
     fake = f(AGING_DISCRIMINATOR, [aged, batch["target"]], training=True)
     wrong = f(AGING_DISCRIMINATOR, [batch["image"], batch["age_wrong"]], training=True)
-    loss = (ops.mean(ops.square(real - 1.0)) + 0.5 * ops.mean(ops.square(fake))
+    other = 1.0 - batch["same"]  # an aged face asked for its own age is the photo: not a fake
+    per_face = ops.mean(ops.square(fake), axis=(1, 2, 3))
+    fake_loss = ops.sum(per_face * other) / ops.maximum(ops.sum(other), 1.0)
+    loss = (ops.mean(ops.square(real - 1.0)) + 0.5 * fake_loss
             + 0.5 * ops.mean(ops.square(wrong)))
     return loss, {"aging/loss/d": loss, "aging/d/real": ops.mean(real),
                   "aging/d/aged": ops.mean(fake), "aging/d/wrong_age": ops.mean(wrong)}
@@ -220,16 +230,31 @@ def make_aging_t_step(weights: dict):
             cycled = apply_change(aged, luminance_only(back, batch["gray"]))
             error = ops.mean(ops.abs(cycled - batch["image"]), axis=(1, 2, 3))
             terms["cycle"] = ops.sum(error * other) / ops.maximum(ops.sum(other), 1.0)
-        terms["change"] = ops.sum(size * other) / ops.maximum(ops.sum(other), 1.0)
+        squared = ops.mean(ops.square(change), axis=(1, 2, 3))  # no dead zone, unlike L1
+        terms["change"] = ops.sum(squared * other) / ops.maximum(ops.sum(other), 1.0)
         terms["smoothness"] = total_variation(change)
         terms["tint"] = tint(change)
-        loss = sum(weights[name] * value for name, value in terms.items())
+        # T's loss grows from 0 over the warm-up, while D learns which age each face shows
+        loss = batch["ramp"] * sum(weights[name] * value for name, value in terms.items())
         right = ops.cast(ops.argmax(probabilities, -1) == ops.argmax(batch["target"], -1),
                          "float32")
         return loss, {"aging/loss/t": loss, **{f"aging/loss/{k}": v for k, v in terms.items()},
                       "aging/estimator_in_target": ops.mean(right)}
 
     return aging_t_step
+
+
+def start_from_estimator(discriminator, estimator) -> int:
+    """Copy the trained estimator's trunk (layers of the same name) into the discriminator, so
+    that it knows which age a face shows before its first step; returns the layers copied (a
+    resumed stage then restores its own weights over them)."""
+    trunk = {layer.name: layer for layer in estimator.layers if layer.name.startswith("age")}
+    copied = 0
+    for layer in discriminator.layers:
+        if layer.name in trunk and layer.get_weights():
+            layer.set_weights(trunk[layer.name].get_weights())
+            copied += 1
+    return copied
 
 
 class AgingStage(_ImageToImageStage):
@@ -248,8 +273,12 @@ class AgingStage(_ImageToImageStage):
                                                                     c.arch),
             AGE_ESTIMATOR: self.load(AGE_ESTIMATOR),
         }
-        optimizers = {name: self.adam(c.lr_aging, 0.5, name=f"adam_{name}")
-                      for name in self.trains}
+        start_from_estimator(models[AGING_DISCRIMINATOR], models[AGE_ESTIMATOR])
+        # D learns at twice T's rate (the two time-scale rule, Heusel et al. 2017), so that it
+        # calls patterns no face has fake before T can lean on the age estimator with them
+        optimizers = {AGING_NETWORK: self.adam(c.lr_aging, 0.5, name=f"adam_{AGING_NETWORK}"),
+                      AGING_DISCRIMINATOR: self.adam(2 * c.lr_aging, 0.5,
+                                                     name=f"adam_{AGING_DISCRIMINATOR}")}
         weights = {name: float(getattr(c, f"aging_{name}_weight")) for name in
                    ("adversarial", "age", "reconstruction", "cycle", "change", "smoothness",
                     "tint")}
@@ -257,6 +286,7 @@ class AgingStage(_ImageToImageStage):
                                     Update(AGING_NETWORK, make_aging_t_step(weights))]
 
     def make_fixed(self):
+        self.drawn = 0  # batches drawn: the warm-up's clock (checkpointed with the stage)
         images, ages = self.test_faces(self.config.grid_rows)
         return {"faces": images, "face_ages": ages}
 
@@ -269,10 +299,20 @@ class AgingStage(_ImageToImageStage):
         n = len(rows)
         same = self.rng.random(n) < SAME_AGE_SHARE
         target = np.where(same, own, self._other(own))
+        self.drawn += 1
+        warmup = self.config.aging_warmup_steps
         return {"image": normalize(faces), "age": self.bins.one_hot(own),
                 "target": self.bins.one_hot(target), "same": same.astype(np.float32),
                 "age_wrong": self.bins.one_hot(self._other(own)),
-                "gray": is_gray(faces).astype(np.float32)}
+                "gray": is_gray(faces).astype(np.float32),
+                "ramp": np.float32(min(1.0, self.drawn / warmup) if warmup else 1.0)}
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "drawn": self.drawn}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.drawn = int(state.get("drawn", 0))
 
     def _other(self, own):
         """A uniformly random category other than each of ``own``."""

@@ -1,8 +1,9 @@
 """Recipes: a whole model trained by one command, stage by stage, resumable.
 
 ``lite`` is the model shipped in ``age_cgan/pretrained/``: the CPU-sized networks
-(``networks.ARCHITECTURES["lite"]``) trained on UTKFace at 64 px on a 2-core CPU, all stages in
-86 minutes of wall time (budget: 150). Each stage runs as ``train.py --stage N`` would, with the steps
+(``networks.ARCHITECTURES["lite"]``) trained on UTKFace at 64 px on a 2-core CPU: Age-cGAN's
+stages 1, 2, fr, 3, then the age estimator and the aging network (budget: 150 minutes of wall
+time). Each stage runs as ``train.py --stage N`` would, with the steps
 and settings below; ``resume=True`` continues a stage from its checkpoint and passes over a
 finished one, so a recipe cut off at any point is continued by the same command with
 ``--resume``. Wall time per stage and in all goes to ``RUN/recipe.json``.
@@ -23,7 +24,8 @@ from age_cgan.training.orchestration import dry_run_line, format_plan, plan, tra
 #: from the recipe.json of the shipped model's run on the 2-core development CPU with
 #: TensorFlow (the faster backend there), which shared the CPU with other work at times; the
 #: dry run's time estimate comes from these.
-LITE_SECONDS_PER_STEP = {"1": 0.327, "2": 0.128, "fr": 0.36, "3": 0.42}
+LITE_SECONDS_PER_STEP = {"1": 0.327, "2": 0.128, "fr": 0.36, "3": 0.42, "age": 0.49,
+                         "aging": 1.0}
 
 RECIPES = {
     "lite": {
@@ -33,7 +35,10 @@ RECIPES = {
         "stages": [("1", {"steps": 10000}),
                    ("2", {"steps": 3000}),  # 192k fresh (z, y) pairs (paper: 100k)
                    ("fr", {"steps": 3000}),  # ~9.5 epochs of dlib distillation
-                   ("3", {"steps": 1000})],  # ~3 epochs of identity fine-tuning
+                   ("3", {"steps": 1000}),  # ~3 epochs of identity fine-tuning
+                   # the image-to-image aging network and its age estimator (the default)
+                   ("age", {"steps": 2500}),  # ~8.4 epochs, augmented
+                   ("aging", {"steps": 2000, "batch_size": 32})],  # ~3.4 epochs
         "seconds_per_step": LITE_SECONDS_PER_STEP,
     },
 }

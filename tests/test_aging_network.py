@@ -1,0 +1,175 @@
+"""The image-to-image aging network and its age estimator: networks, augmentation, the two
+training stages (with resume), the ``network`` method, the own-age guess, full resolution, the
+default method and its fallback, and infer.py on a run that has them."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+
+from age_cgan import networks
+from age_cgan.ages import PAPER_BINS
+from age_cgan.aging import AgingModels, add_change
+from age_cgan.config import TrainConfig
+from age_cgan.data.augment import augment
+
+NUM_AGES = PAPER_BINS.num_ages
+
+
+def test_networks_shapes_sizes_and_the_zero_change_at_the_start():
+    for arch in ("lite", "tutorial"):
+        estimator = networks.build_age_estimator(64, NUM_AGES, arch)
+        t = networks.build_aging_network(64, NUM_AGES, arch)
+        d = networks.build_aging_discriminator(64, NUM_AGES, arch)
+        assert [o[1:] for o in estimator.output_shape] == [(NUM_AGES,), (1,)]
+        assert t.output_shape == (None, 64, 64, 3) and d.output_shape == (None, 4, 4, 1)
+    lite = (networks.build_age_estimator(64, NUM_AGES, "lite").count_params()
+            + networks.build_aging_network(64, NUM_AGES, "lite").count_params())
+    assert lite * 4 < 7.3e6  # with E and G (17.7 MB) the shipped model stays under 25 MB
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    ages = np.eye(NUM_AGES, dtype=np.float32)[[0, 5]]
+    assert np.all(np.asarray(t([x, ages, ages[::-1]])) == 0)  # starts at "the photo unchanged"
+    p0, p1 = (np.asarray(d([x, a])) for a in (ages, ages[::-1]))
+    assert not np.allclose(p0, p1)  # the age, tiled after the first layer, changes D's verdict
+    last = t.get_layer("light_and_colour")
+    rng = np.random.default_rng(3)
+    last.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in last.get_weights()])
+    gray = np.repeat(x[..., :1], 3, axis=-1)
+    change = np.asarray(t([gray, ages, ages[::-1]]))
+    assert np.abs(change).max() > 0 and np.allclose(change, change[..., :1], atol=1e-6)
+    colour = np.asarray(t([x, ages, ages[::-1]])) - np.asarray(t([x, ages, ages[::-1]])).mean(
+        -1, keepdims=True)  # colour changes only along the photo's own colour
+    own = x - x.mean(-1, keepdims=True)
+    ratio = colour / np.where(np.abs(own) > 1e-3, own, np.nan)
+    assert np.nanmax(np.abs(ratio - ratio[..., :1])) < 1e-3
+
+
+def test_augment_is_seeded_keeps_shape_and_leaves_the_input():
+    faces = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    before = faces.copy()
+    a = augment(faces, np.random.default_rng(5))
+    b = augment(faces, np.random.default_rng(5))
+    assert a.shape == faces.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert np.array_equal(faces, before) and not np.array_equal(a, faces)
+    gray = augment(faces, np.random.default_rng(0), rates={"gray": 1.0})
+    assert np.abs(gray.astype(int) - gray[..., :1]).max() <= 1  # one level of rounding
+
+
+@pytest.fixture(scope="module")
+def aging_run(tmp_path_factory, tiny_faces):
+    """A run with stages age and aging trained for 2 steps, then resumed to 4."""
+    from age_cgan.training import train
+
+    run = tmp_path_factory.mktemp("runs") / "aging"
+    cache = tmp_path_factory.mktemp("cache")
+    base = dict(data=str(tiny_faces), run=str(run), data_cache=str(cache), arch="lite",
+                **TINY)
+    for stage in ("age", "aging"):
+        train(TrainConfig(stage=stage, steps=2, **base))
+    before = json.loads((run / "stageaging" / "metrics.jsonl").read_text().splitlines()[-1])
+    result = train(TrainConfig(stage="aging", steps=4, resume=True, **base))
+    return run, before, result
+
+
+def test_the_stages_train_resume_and_log(aging_run):
+    run, before, result = aging_run
+    assert before["step"] == 2 and result["aging"]["final_losses"]["step"] == 4
+    for network in ("age_estimator", "aging_network", "aging_discriminator"):
+        assert (run / "models" / f"{network}.keras").is_file(), network
+    summary = json.loads((run / "stageage" / "summary.json").read_text())
+    assert {"accuracy", "within_one", "mae_years"} <= set(summary["test"])
+    losses = result["aging"]["final_losses"]
+    assert {"aging/loss/adversarial", "aging/loss/age", "aging/loss/reconstruction",
+            "aging/loss/tint", "aging/loss/d"} <= set(losses)
+    grid = sorted((run / "stageaging" / "samples").glob("*.png"))[-1]
+    width = np.asarray(Image.open(grid)).shape[1]
+    assert width > (1 + NUM_AGES) * 32  # input | every age
+
+
+def test_the_stage_graph_asks_for_the_estimator_first(tmp_path, tiny_faces):
+    from age_cgan.runs import MissingModel
+    from age_cgan.training import train
+
+    with pytest.raises(MissingModel) as missing:
+        train(TrainConfig(stage="aging", data=str(tiny_faces), run=str(tmp_path / "r"),
+                          steps=2, **TINY))
+    assert missing.value.network == "age_estimator"
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def _tiny_models(aging_run, **kwargs):
+    run, _, _ = aging_run
+    return AgingModels.from_run(run, **kwargs)
+
+
+def test_network_method_guesses_the_age_and_keeps_the_photo_at_its_own(aging_run):
+    models = _tiny_models(aging_run)
+    assert models.encoder is None and models.default_method() == ("network", None)
+    face = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    aged = models.age(face, "network", progress=False)
+    assert aged.source_by == "age estimator" and 0 < aged.source_confidence <= 1
+    assert aged.aged.shape == (NUM_AGES, 32, 32, 3) and aged.z is None
+    record = aged.record()
+    assert record["source_estimated_by"] == "age estimator" and record["z0_distance"] is None
+    given = models.age(face, "network", source_age=70, progress=False)
+    assert given.source_label == "60+" and given.source_confidence is None
+    with pytest.raises(Exception, match="encoder"):  # Age-cGAN's methods need E and G
+        models.age(face, "pixel", progress=False)
+
+
+def test_the_change_is_added_at_full_resolution_and_grey_stays_grey():
+    photo = np.full((128, 128, 3), 120, np.uint8)
+    photo[:, :, 0] = 140  # a colour photo
+    change = np.zeros((2, 32, 32, 3), np.float32)
+    change[1, :16] = [0.2, -0.1, 0.0]  # brighter red, less green on the top half
+    out = add_change(photo, change)
+    assert out.shape == (2, 128, 128, 3) and np.array_equal(out[0], photo)
+    assert out[1, 10, 10, 0] > 140 and out[1, 10, 10, 1] < 120 and out[1, 120, 10, 0] == 140
+    gray = np.repeat(photo[..., 1:2], 3, axis=-1)
+    grey_out = add_change(gray, change)
+    assert np.abs(grey_out[1].astype(int) - grey_out[1][..., :1]).max() == 0  # brightness only
+
+
+def test_a_model_without_the_aging_network_falls_back_and_says_so(aging_run, tmp_path):
+    run, _, _ = aging_run
+    models = AgingModels.from_run(run)
+    models.aging_network = None
+    models.config["default_method"] = "difference"
+    method, note = models.default_method()
+    assert method == "difference" and "no aging network" in note and "difference" in note
+
+
+def test_infer_uses_the_network_and_prints_the_guess(aging_run, tmp_path, capsys):
+    pytest.importorskip("dlib")
+    from age_cgan.cli.infer import main
+    from age_cgan.examples import PORTRAIT
+
+    run, _, _ = aging_run
+    out = tmp_path / "aged"
+    assert main([str(PORTRAIT), "--run", str(run), "--out", str(out), "--separate",
+                 "--no-progress", "--json", str(tmp_path / "r.jsonl")]) == 0
+    text = capsys.readouterr()
+    assert "own age guessed by the age estimator" in text.out
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    assert record["method"] == "network" and record["detail_side"] >= 32
+    crop = np.asarray(Image.open(out / "astronaut_aged" / "age_60plus.png"))
+    assert crop.shape[0] == record["detail_side"]  # the crop's own size, not the network's
+    # a damaged aging network is named
+    broken = tmp_path / "broken.keras"
+    broken.write_text("not a model")
+    assert main([str(PORTRAIT), "--run", str(run), "--aging-network", str(broken),
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "broken.keras (aging_network)" in capsys.readouterr().err
+
+
+def test_the_page_defaults_to_the_method_infer_uses(aging_run, tmp_path):
+    from age_cgan.app_handler import AgingApp, aging_methods
+
+    models = _tiny_models(aging_run)
+    assert aging_methods(models)[0] == models.default_method()[0] == "network"
+    models.aging_network = None  # an older package: its own Age-cGAN method, as in infer.py
+    models.config["default_method"] = "difference"
+    assert AgingApp(models, None, tmp_path).methods[0] == "difference"
