@@ -182,6 +182,9 @@ def serve(args) -> int:
         print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine "
               f"on port {args.port} can use the page", file=sys.stderr)
     print(f"{PROG}: serving {folder} (judges: {'on' if app.judged else 'off'})", file=sys.stderr)
+    note = models.default_method()[1]
+    if note:  # a model without the aging network: the page starts on its Age-cGAN method
+        print(f"{PROG}: {note}", file=sys.stderr)
     # SIGTERM (a service manager, a test) stops the server like Ctrl-C does, so the private
     # folder is removed on the way out.
     signal.signal(signal.SIGTERM, _interrupt)

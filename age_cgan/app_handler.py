@@ -140,6 +140,7 @@ class AgingApp:
         self.scratch, self.upload_root = Path(scratch), upload_root
         self.verifier, self.estimator = verifier, estimator
         self.methods = aging_methods(models)
+        self._read = {}  # upload path -> (time, crops): uploads are stored by content
         self._lock = threading.Lock()  # the queue runs one request at a time; this makes sure
 
     @property
@@ -155,6 +156,13 @@ class AgingApp:
         if session.get("photo") == key and time.time() - session.get("time", 0) < KEEP_SECONDS:
             return session["faces"]
         path = Path(photo)
+        read = self._read.get(key)
+        if not path.is_file() and read and time.time() - read[0] < KEEP_SECONDS:
+            # Gradio stores uploads by content: another user's upload of the same photo had
+            # this path, and its request read (and deleted) it; the crops are the same
+            session.clear()
+            session.update(photo=key, faces=read[1], time=time.time())
+            return read[1]
         if not path.is_file():
             raise PhotoError(path.name, "the photo is no longer on the server; upload it again")
         try:
@@ -166,6 +174,7 @@ class AgingApp:
             self._forget_upload(path)
         session.clear()
         session.update(photo=key, faces=faces, time=time.time())
+        self._read[key] = (time.time(), faces)
         return faces
 
     def _forget_upload(self, path: Path) -> None:
@@ -255,8 +264,9 @@ class AgingApp:
                 "record": record}
 
     def _prune(self) -> None:
-        """Delete results older than KEEP_SECONDS from the scratch folder."""
+        """Forget crops and delete results older than KEEP_SECONDS."""
         limit = time.time() - KEEP_SECONDS
+        self._read = {k: v for k, v in self._read.items() if v[0] >= limit}
         for entry in self.scratch.iterdir():
             try:
                 if entry.stat().st_mtime < limit:

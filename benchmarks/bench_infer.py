@@ -6,8 +6,9 @@ Without --run, untrained networks of the paper's size (64x64, z 100, six ages, F
 InceptionResNetV2 at 160 px) are built: speed does not depend on training. Photos default to
 ../shared/data/photos next to this checkout, else the bundled portrait (age_cgan/examples).
 Measures, after loading: detection + crop per photo, encode + reconstruction + every age per
-face, and per-face latent optimisation (identity and pixel, default steps), with the first call
-(tracing/compiling) apart.
+face, the aging network's method per face (the own-age guess, six ages, the change added at the
+crop's own size) when the model has one, and per-face latent optimisation (identity and pixel,
+default steps), with the first call (tracing/compiling) apart.
 Targets: CPU: detection + encode + 6 ages < 2 s per photo; identity optimisation < 30 s per
 face. GPU (e.g. KERAS_BACKEND=jax on a CUDA machine): identity optimisation < 2 s per face.
 """
@@ -88,21 +89,29 @@ def main(argv=None):
     load_s = time.perf_counter() - start
     models.age(find_faces(photos[0], models.image_size, detector)[0].image, progress=False)
 
-    detect, age, total, faces, misses = [], [], [], [], 0
+    detect, age, total, faces, misses, network = [], [], [], [], 0, []
+    if models.aging_network is not None:  # trace the network method once, apart
+        first = find_faces(photos[0], models.image_size, detector)[0]
+        models.age(first.image, "network", progress=False, detail=first.detail)
     for photo in photos:
         t0 = time.perf_counter()
         try:
-            face = find_faces(photo, models.image_size, detector, all_faces=False)[0].image
+            found = find_faces(photo, models.image_size, detector, all_faces=False)[0]
         except NoFaceFound:
             misses += 1
             continue
+        face = found.image
         t1 = time.perf_counter()
-        models.age(face, progress=False)
+        models.age(face, "none", progress=False)
         t2 = time.perf_counter()
         detect.append(t1 - t0)
         age.append(t2 - t1)
         total.append(t2 - t0)
         faces.append(face)
+        if models.aging_network is not None:  # the default: guess, change, full resolution
+            t3 = time.perf_counter()
+            models.age(face, "network", progress=False, detail=found.detail)
+            network.append(time.perf_counter() - t3)
 
     result = {
         "backend": keras.backend.backend(),
@@ -116,6 +125,9 @@ def main(argv=None):
         "photo_without_optimisation_ms_median": _ms(statistics.median(total)),
         "photo_without_optimisation_ms_max": _ms(max(total)),
     }
+    if network:
+        result["network_method_6_ages_full_resolution_ms_median"] = _ms(
+            statistics.median(network))
     for mode in ("pixel", "identity"):
         steps = DEFAULT_STEPS[mode] if args.steps is None else args.steps
         t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from conftest import REPO, TINY
 pytest.importorskip("dlib")
 
 from age_cgan import app as web  # noqa: E402
+from age_cgan import app_handler  # noqa: E402
 from age_cgan.ages import PAPER_BINS  # noqa: E402
 from age_cgan.examples import PORTRAIT  # noqa: E402
 
@@ -159,7 +160,7 @@ def test_a_portrait_at_every_age(client, photos):
     assert "Aged 1 face" in result["message"], result["message"]
     aged = [read_rgb(item["image"]) for item in result["aged"]]
     assert len(aged) == len(LABELS)
-    side = web.DISPLAY_SIDE
+    side = app_handler.DISPLAY_SIDE
     for image in aged:
         assert image.shape == (side, side, 3)
         assert image.std() > 1.0, "a blank aged face"

@@ -143,6 +143,8 @@ def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True) ->
         methods[method] = {**aging_metrics(d, ages, sources, bins, verifier.threshold),
                            "title": made.get("title", method),
                            "seconds": made.get("seconds", 0.0) + time.perf_counter() - t}
+        if made.get("source_estimated"):  # aged from the age estimator's guess, not the label
+            methods[method]["source_estimated"] = made["source_estimated"]
         _log(progress, f"      {method}: {time.perf_counter() - t:.0f} s")
     references = {"input": _input_reference(faces, estimator, verifier.threshold, progress),
                   "stranger": _stranger_reference(faces, real_desc, verifier, estimator,
@@ -160,8 +162,12 @@ def _input_reference(faces, estimator, threshold, progress) -> dict:
     """The photo itself as every target's answer: distance 0, its own estimated age."""
     n, a = len(faces.test_images), faces.bins.num_ages
     own = estimator.estimate(faces.test_images, progress, "ages (real)")
+    guess = faces.bins.category(own)
     return {**aging_metrics(np.zeros((n, a)), np.repeat(own[:, None], a, axis=1),
-                            faces.test_categories, faces.bins, threshold), "title": "input photo"}
+                            faces.test_categories, faces.bins, threshold), "title": "input photo",
+            "judge_on_real_faces": {  # the independent judge's own-category figures
+                "accuracy": float(np.mean(guess == faces.test_categories)),
+                "within_one": float(np.mean(np.abs(guess - faces.test_categories) <= 1))}}
 
 
 def _stranger_reference(faces, real_desc, verifier, estimator, progress) -> dict:

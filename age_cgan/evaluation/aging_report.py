@@ -43,6 +43,16 @@ def aging_markdown(aging: dict) -> list[str]:
                           _cell(mean["age_mae"], False),
                           _cell(own["same_person_rate"], True),
                           _cell(own["mean_distance"], False)))
+    judge = aging["references"].get("input", {}).get("judge_on_real_faces")
+    for name, entry in aging["methods"].items():
+        guess = entry.get("source_estimated")
+        if guess:
+            lines += ["", f"`{name}` ages each face from the age estimator's guess of its own "
+                      f"category, not its label: right {_cell(guess['accuracy'], True)}, within "
+                      f"one category {_cell(guess['within_one'], True)}"
+                      + (f" (the independent judge on the same real faces: "
+                         f"{_cell(judge['accuracy'], True)}, within one "
+                         f"{_cell(judge['within_one'], True)})" if judge else "") + "."]
     targets = list(dict.fromkeys(t for _, _, e in _rows(aging) for t in e["per_target"]))
     lines += ["", "References: *input photo* answers every target with the photo itself "
               "(identity 100% by construction; its age figure is what doing nothing scores); "

@@ -30,8 +30,6 @@ Stage aging: the aging network T(photo, own, target) -> change (``networks.build
 
 from __future__ import annotations
 
-import json
-
 import keras
 import numpy as np
 from keras import ops
@@ -325,8 +323,8 @@ class AgingStage(_ImageToImageStage):
 
     def finish(self, history):
         summary = {"final_losses": history[-1] if history else None,
-                   "weights": json.loads(json.dumps({k: v for k, v in self.config.to_dict().items()
-                                                     if k.startswith("aging_")}))}
+                   "settings": {k: v for k, v in self.config.to_dict().items()
+                                if k.startswith(("aging_", "lr_aging"))}}
         if self.writes:
             write_json_atomic(self.run.stage_dir(self.name) / "summary.json", summary)
         return summary
