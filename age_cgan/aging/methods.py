@@ -1,7 +1,9 @@
 """The per-photo methods by name, and what each needs.
 
-``network`` (the default where a model has it) is the image-to-image aging network T: the photo
-plus T's change from the person's own category to each target (``aging.network``). The others
+``prototype`` moves the photo itself by the difference between two age prototypes (averages of
+real faces: shape, colour, texture; ``aging.prototype``), at the photo's own resolution.
+``network`` is the image-to-image aging network T: the photo plus T's change from the person's
+own category to each target (``aging.network``). The others
 are Age-cGAN's, kept exactly as the reproduction: ``none`` = z0 = E(x), ``pixel`` / ``identity``
 = the paper's z*_pixel / z*_IP (``aging.latent``), ``difference`` = the photo plus G's change at
 the z*_pixel pivot (``aging.difference``).
@@ -12,22 +14,27 @@ from __future__ import annotations
 #: Age-cGAN's methods (the reproduction), then the aging network.
 OPTIMIZE_MODES = ("none", "pixel", "identity", "difference")
 #: Every per-photo method by name; evaluation, infer and the page list these.
-METHODS = (*OPTIMIZE_MODES, "network")
+METHODS = (*OPTIMIZE_MODES, "network", "prototype")
 #: What each method's name means in tables and pages.
 METHOD_TITLES = {"none": "z0 = E(x)", "pixel": "z*_pixel", "identity": "z*_IP",
                  "difference": "photo + G's age difference",
-                 "network": "photo + the aging network's change"}
+                 "network": "photo + the aging network's change",
+                 "prototype": "photo moved by the age prototypes"}
 #: Methods whose output is the photo plus a change (which infer adds at the crop's own size).
 CHANGE_METHODS = ("difference", "network")
+#: Methods that age the photo itself from the person's own category (the estimator's guess):
+#: their aged faces are the photo, changed at the crop's own size.
+PHOTO_METHODS = ("difference", "network", "prototype")
 #: Adam updates per face. Identity: ~0.43 s a step on the shared 2-core CPU (G, then FR =
 #: InceptionResNetV2 at 160 px, forward and back), so 50 steps take ~22 s, inside the < 30 s
 #: target; a pixel step (G only) takes ~80 ms. See benchmarks/bench_infer.py. ``difference``
 #: optimises its pivot as ``pixel`` does; ``network`` optimises nothing.
-DEFAULT_STEPS = {"none": 0, "pixel": 100, "identity": 50, "difference": 100, "network": 0}
+DEFAULT_STEPS = {"none": 0, "pixel": 100, "identity": 50, "difference": 100, "network": 0,
+                 "prototype": 0}
 #: The latent each method optimises (``difference`` adds G's change at its z*_pixel pivot;
 #: ``network`` has none).
 LATENT_MODE = {"none": "none", "pixel": "pixel", "identity": "identity", "difference": "pixel",
-               "network": None}
+               "network": None, "prototype": None}
 #: How much of the change ``difference`` and ``network`` add to the photo.
 DEFAULT_STRENGTH = 1.0
 #: Adam moves each coordinate of z (~N(0, 1)) by at most about this much a step.

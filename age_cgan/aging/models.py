@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -23,14 +22,17 @@ from age_cgan.aging.latent import optimize_latents
 from age_cgan.aging.methods import (CHANGE_METHODS, DEFAULT_STEPS, DEFAULT_STRENGTH,
                                     FALLBACK_METHOD, LATENT_MODE, LEARNING_RATE, OPTIMIZE_MODES,
                                     check_method)
+from age_cgan.aging.loading import (PROTOTYPES_FILE, load_network, load_prototypes, resized,
+                                    run_config)
 from age_cgan.aging.network import estimate_ages, network_changes
+from age_cgan.aging.prototype import PrototypeAger, PrototypeStrengths
 from age_cgan.aging.result import AgedFace, add_change
 from age_cgan.data import denormalize, normalize
 from age_cgan.errors import setting, trained_by
+from age_cgan.prototypes import Prototypes
 from age_cgan.runs import (RUN_FR, MissingModel, RunFolder, RunFolderError,
-                           face_recognizer_weights, load_face_recognizer, load_keras_file)
+                           face_recognizer_weights, load_face_recognizer)
 
-REQUIRED_CONFIG = ("image_size", "age_bins")
 #: Networks a model folder may hold besides the encoder and generator (image-to-image aging).
 OPTIONAL_NETWORKS = ("age_estimator", "aging_network")
 
@@ -41,10 +43,17 @@ class AgingModels:
 
     def __init__(self, encoder, generator, bins: AgeBins, config: dict | None = None,
                  face_recognizer=None, run: RunFolder | None = None, age_estimator=None,
-                 aging_network=None):
+                 aging_network=None, prototypes: Prototypes | None = None,
+                 notes: list[str] | None = None):
         self.encoder, self.generator, self.bins = encoder, generator, AgeBins.parse(bins)
         self.age_estimator, self.aging_network = age_estimator, aging_network
         self.config = dict(config or {})
+        self.prototypes = prototypes
+        #: One-line notes of what was not loaded (a damaged prototype file) and what is used.
+        self.notes = list(notes or [])
+        self.prototype_strengths = PrototypeStrengths.from_config(
+            self.config.get("prototype_strengths"))
+        self._prototype_ager = None
         self.run = run
         self._face_recognizer = face_recognizer
         self._compiled = {}
@@ -53,7 +62,8 @@ class AgingModels:
     # --- loading ------------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run=None, encoder=None, generator=None, face_recognizer=None,
-                 age_bins=None, age_estimator=None, aging_network=None) -> "AgingModels":
+                 age_bins=None, age_estimator=None, aging_network=None,
+                 prototypes=None) -> "AgingModels":
         """Load from a run folder; paths given replace the run's files. Without a run, both E
         and G paths are needed (or the aging network's) and the age bins are ``age_bins``
         (default: the paper's six). Raises RunFolderError with what is missing or damaged.
@@ -62,7 +72,7 @@ class AgingModels:
         given = {"encoder": encoder, "generator": generator, "age_estimator": age_estimator,
                  "aging_network": aging_network}
         if folder is not None:
-            config = _run_config(folder, given)
+            config = run_config(folder, given)
         elif (encoder is None or generator is None) and aging_network is None:
             raise RunFolderError(f"without {setting('run')}, both {setting('encoder')} and "
                                  f"{setting('generator')} files are needed")
@@ -70,11 +80,12 @@ class AgingModels:
             config = {}
         if age_bins is not None:
             config["age_bins"] = AgeBins.parse(age_bins).spec
-        models = {name: _load(folder, name, path) for name, path in given.items()}
-        fr = _load(None, "face_recognizer", face_recognizer) if face_recognizer else None
+        models = {name: load_network(folder, name, path) for name, path in given.items()}
+        fr = load_network(None, "face_recognizer", face_recognizer) if face_recognizer else None
         bins = AgeBins.parse(config.get("age_bins"))
+        found, notes = load_prototypes(folder, prototypes, bins)
         return cls(models["encoder"], models["generator"], bins, config, fr, folder,
-                   models["age_estimator"], models["aging_network"])
+                   models["age_estimator"], models["aging_network"], found, notes)
 
     def _check_shapes(self):
         problems = []
@@ -113,7 +124,9 @@ class AgingModels:
     def image_size(self) -> int:
         if self.encoder is not None:
             return int(self.encoder.input_shape[1])
-        return int(self.aging_network.input_shape[0][1])
+        if self.aging_network is not None:
+            return int(self.aging_network.input_shape[0][1])
+        return int(self.age_estimator.input_shape[1])
 
     @property
     def z_dim(self) -> int:
@@ -132,18 +145,39 @@ class AgingModels:
     def default_method(self) -> tuple[str, str | None]:
         """(the method to use when none is asked for, a one-line note when that is a fallback):
         the aging network where the model has it, else the model's own Age-cGAN method."""
-        if self.aging_network is not None:
-            return "network", None
         named = self.config.get("default_method")
-        method = named if named in OPTIMIZE_MODES else FALLBACK_METHOD
         where = self.run.path if self.run is not None else "these networks"
+        if named == "prototype" and self.prototypes is not None:
+            return "prototype", None
+        if self.aging_network is not None:
+            return "network", (f"{where} has no usable {PROTOTYPES_FILE}: using the aging "
+                               "network" if named == "prototype" else None)
+        if self.prototypes is not None:
+            return "prototype", None
+        method = named if named in OPTIMIZE_MODES else FALLBACK_METHOD
         return method, (f"{where} has no aging network (models/aging_network.keras): using the "
                         f"Age-cGAN method {method}")
+
+    def need_prototypes(self) -> Prototypes:
+        """The age prototypes, or a MissingModel naming the file and the command that builds it."""
+        if self.prototypes is None:
+            where = self.run.path if self.run is not None else "the files given"
+            raise MissingModel(f"{where} has no age prototypes ({PROTOTYPES_FILE}), which this "
+                               f"method needs: build them with python -m age_cgan.prototypes "
+                               f"build DATA RUN/{PROTOTYPES_FILE}, or choose another "
+                               f"{setting('method')}", "prototypes")
+        if self._prototype_ager is None:
+            self._prototype_ager = PrototypeAger(self.prototypes, self.prototype_strengths)
+        return self._prototype_ager
 
     def default_strength(self, method: str) -> float:
         """The model's strength for ``method`` (config ``default_strength`` is its default
         method's), else 1."""
         own = self.config.get("default_method")
+        if method == "prototype":  # each part's own strength is in prototype_strengths
+            return float(self.config.get("prototype_strength", DEFAULT_STRENGTH))
+        if method == "network" and "network_strength" in self.config:
+            return float(self.config["network_strength"])
         if own == method or (own is None and method == "network"):
             return float(self.config.get("default_strength", DEFAULT_STRENGTH))
         return DEFAULT_STRENGTH
@@ -265,6 +299,10 @@ class AgingModels:
         check_method(method)
         categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
         sources = np.asarray(sources, np.int64).reshape(-1)
+        if method == "prototype":
+            ager = self.need_prototypes()
+            return np.stack([ager.age(face, source, categories, strength)
+                             for face, source in zip(faces, sources)])
         if method not in CHANGE_METHODS:
             return denormalize(self.generate_batch(np.asarray(z, np.float32),
                                                    np.array(categories), batch_size))
@@ -321,7 +359,14 @@ class AgingModels:
             z, history = self.optimize_latent(face, z0, source, LATENT_MODE[optimize],
                                               steps_done, learning_rate, progress)
         details = {}
-        if optimize in CHANGE_METHODS:
+        if optimize == "prototype":
+            crop = face if detail is None else detail
+            photo_at = self.need_prototypes().age(crop, source, [source] + categories, strength)
+            images = photo_at if detail is None else resized(photo_at, self.image_size)
+            if detail is not None:
+                details = {"detail": detail, "aged_detail": photo_at[1:],
+                           "reconstruction_detail": photo_at[0]}
+        elif optimize in CHANGE_METHODS:
             change = self.changes(face[None], None if z is None else z[None], [source],
                                   optimize, [source] + categories, strength)[0]
             photo_at = add_change(face, change)  # the photo at its own age, then the targets
@@ -345,44 +390,3 @@ class AgingModels:
             loss_history=history, seconds=time.perf_counter() - start,
             source_confidence=confidence, source_years=years, source_by=by, **details)
 
-
-def _run_config(folder: RunFolder, given: dict) -> dict:
-    """The run's config, after checking that it and the networks not ``given`` are there (the
-    encoder and generator unless the folder has an aging network)."""
-    if not folder.path.is_dir():
-        raise RunFolderError(
-            f"run folder {folder.path} does not exist; pass {setting('run')} with the folder "
-            f"training wrote (e.g. logs/run), or {setting('encoder')} and "
-            f"{setting('generator')} files"
-        )
-    config = folder.read_config()
-    missing = [key for key in REQUIRED_CONFIG if key not in config]
-    if missing:
-        raise RunFolderError(
-            f"{folder.config_path} is incomplete: no {', '.join(missing)}. "
-            "Was it written by training? Train again into a fresh run folder."
-        )
-    if given.get("aging_network") is not None or folder.has_model("aging_network"):
-        return config  # the aging network needs no encoder or generator
-    needed = [name for name in ("encoder", "generator")
-              if given[name] is None and not folder.has_model(name)]
-    if needed:
-        raise RunFolderError(
-            f"run folder {folder.path} is incomplete: "
-            + ", ".join(str(folder.model_path(name)) for name in needed)
-            + f" missing. Finish training first: {trained_by(needed[0], run=str(folder.path))}"
-            f" (or {setting('stage', 'all')})."
-        )
-    return config
-
-
-def _load(folder: RunFolder | None, network: str, path=None) -> keras.Model | None:
-    """The network from ``path``, else the folder's (None when the folder lacks it)."""
-    if path is None:
-        if folder is None or not folder.has_model(network):
-            return None
-        return folder.load_model(network)
-    path = Path(path)
-    if not path.is_file():
-        raise RunFolderError(f"{path} ({network}) does not exist")
-    return load_keras_file(path, network, f"Give another {setting(network)} file.")

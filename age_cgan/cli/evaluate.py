@@ -92,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
                    help="seeds the evaluation's random draws: the generated faces' latents and "
                    "the samples of --limit, --pairs-limit, --max-mib and the statistics (the "
                    "test split is the run's own, from train.py --seed)")
+    p.add_argument("--realism-seeds", type=int, default=defaults.realism_seeds,
+                   help="seeds of the two-sample realism test of each method's aged faces "
+                   "(a fresh small CNN telling them from real test faces of the target ages, "
+                   "5 folds grouped by source face; 50%% = indistinguishable); 0 skips it")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size,
                    help="faces per network call and per batch of latent optimisation")
     p.add_argument("--no-progress", dest="progress", action="store_false",
@@ -155,7 +159,8 @@ def settings_from_args(args) -> EvalSettings:
                         pixel_steps=args.pixel_steps, identity_steps=args.identity_steps,
                         strength=args.strength,
                         pairs=args.pairs, pairs_limit=args.pairs_limit, seed=args.seed,
-                        batch_size=args.batch_size, progress=args.progress)
+                        batch_size=args.batch_size, realism_seeds=args.realism_seeds,
+                        progress=args.progress)
 
 
 def _export(args, settings) -> int:

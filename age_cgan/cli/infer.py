@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
                    "identity (instead of the run's)")
     p.add_argument("--age-estimator", help="an age estimator .keras file (instead of the "
                    "run's): guesses the person's age category")
+    p.add_argument("--prototypes", metavar="FILE.npz", help="an age prototype file (instead of "
+                   "the model's prototypes.npz; python -m age_cgan.prototypes build makes one)")
     p.add_argument("--aging-network", help="an aging network .keras file (instead of the "
                    "run's), for --method network")
     p.add_argument("--age-bins", help="age categories of the generator when it has no run "
@@ -201,13 +203,18 @@ def _load(args):
     models = AgingModels.from_run(run, encoder=args.encoder, generator=args.generator,
                                   face_recognizer=args.face_recognizer, age_bins=args.age_bins,
                                   age_estimator=args.age_estimator,
-                                  aging_network=args.aging_network)
+                                  aging_network=args.aging_network,
+                                  prototypes=args.prototypes)
+    for note in models.notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
     if args.optimize is None:
         args.optimize, note = models.default_method()
         if note:
             print(f"{PROG}: {note} (--method to choose another)", file=sys.stderr)
     elif args.optimize == "network":
         models.need("aging_network")
+    elif args.optimize == "prototype":
+        models.need_prototypes()
     if args.strength is None:
         args.strength = models.default_strength(args.optimize)
     categories = parse_ages(args.ages, models.bins)

@@ -69,7 +69,7 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
 
     The aging network ages each face from the age estimator's guess of its category (what a
     user's photo gets), the Age-cGAN methods from its true category (as the paper does)."""
-    from age_cgan.aging import CHANGE_METHODS, LATENT_MODE, METHOD_TITLES
+    from age_cgan.aging import LATENT_MODE, METHOD_TITLES, PHOTO_METHODS
 
     cache = {} if cache is None else cache
     sources = np.asarray(sources, np.int64)
@@ -81,7 +81,7 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
                                 + (" (its latent reused)" if reused else ""))
         z, losses = method_latents(models, method, faces, sources, settings, cache)
         own, estimated = sources, None
-        if method == "network" and models.age_estimator is not None:
+        if method in ("network", "prototype") and models.age_estimator is not None:
             own, estimated = estimated_sources(models, faces, sources)
         strength = settings.strength if settings.strength is not None \
             else models.default_strength(method)
@@ -92,7 +92,7 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
             for i in range(0, len(faces), step)]))
         info[method] = {"title": METHOD_TITLES.get(method, method),
                         "latent": LATENT_MODE.get(method, method), "latent_reused": reused,
-                        "strength": strength if method in CHANGE_METHODS else None,
+                        "strength": strength if method in PHOTO_METHODS else None,
                         "source": "estimated" if estimated else "true category",
                         "seconds": time.perf_counter() - t}
         if estimated:
@@ -119,7 +119,8 @@ def stranger_rows(generated_categories, n_faces: int, num_ages: int) -> np.ndarr
     return out
 
 
-def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True) -> tuple[dict, dict]:
+def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True,
+                realism_seeds: int = 0) -> tuple[dict, dict]:
     """The aging section of a ``FaceBundle`` with aged faces: (results, examples for the
     figure). ``real_desc``: dlib descriptors of the test faces (N, 128). Each method's faces
     go to dlib in one batch (every category, the own one for the reconstruction figure) and
@@ -145,10 +146,15 @@ def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True) ->
                            "seconds": made.get("seconds", 0.0) + time.perf_counter() - t}
         if made.get("source_estimated"):  # aged from the age estimator's guess, not the label
             methods[method]["source_estimated"] = made["source_estimated"]
+        if realism_seeds:
+            methods[method]["realism"] = realism(aged, faces, realism_seeds, progress)
         _log(progress, f"      {method}: {time.perf_counter() - t:.0f} s")
     references = {"input": _input_reference(faces, estimator, verifier.threshold, progress),
                   "stranger": _stranger_reference(faces, real_desc, verifier, estimator,
                                                   progress)}
+    if realism_seeds:  # the photo itself at every target: what indistinguishable scores
+        unchanged = np.repeat(faces.test_images[:, None], a, axis=1)
+        references["input"]["realism"] = realism(unchanged, faces, realism_seeds, progress)
     results = {"methods": methods, "references": references, "test_faces": int(n),
                "targets_per_face": int(a - 1),
                "stranger": "a generated face (z ~ N(0, I)) at the target age, face i paired "
@@ -156,6 +162,17 @@ def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True) ->
     examples = {"inputs": faces.test_images[:3], "aged": faces.aged[:, :3],
                 "titles": [methods[m]["title"] for m in methods]}
     return results, examples
+
+
+def realism(aged, faces, seeds: int, progress: bool) -> dict:
+    """The two-sample test of aged faces (N, A, S, S, 3) against the real test faces of the
+    target categories (each test face grouped with its own aged faces)."""
+    from age_cgan.evaluation.metrics.realism import paired_samples, two_sample_test
+
+    n = len(faces.test_images)
+    images, labels, groups = paired_samples(aged, faces.test_categories, faces.test_images,
+                                            faces.test_categories, np.arange(n))
+    return two_sample_test(images, labels, groups, seeds=seeds, progress=progress)
 
 
 def _input_reference(faces, estimator, threshold, progress) -> dict:

@@ -33,14 +33,15 @@ def aging_markdown(aging: dict) -> list[str]:
              f"{aging['test_faces']} test faces, each aged to the {aging['targets_per_face']} "
              "categories other than its own; means over the target categories.", "",
              _row("method", "same person (dlib, d < 0.6)", "mean distance to the input",
-                  "in the target category", "age MAE to the centre (years)",
-                  "own age: same person", "own age: mean distance"), _row(*["---"] * 7)]
+                  "in the target category", "two-sample test (50% = real)",
+                  "age MAE to the centre (years)", "own age: same person",
+                  "own age: mean distance"), _row(*["---"] * 8)]
     for name, title, entry in _rows(aging):
         mean, own = entry["mean"], entry["own_age"]
         label = f"`{name}` ({title})" if name in aging["methods"] else f"*{title}*"
         lines.append(_row(label, _cell(mean["same_person_rate"], True),
                           _cell(mean["mean_distance"], False), _cell(mean["age_accuracy"], True),
-                          _cell(mean["age_mae"], False),
+                          _realism_cell(entry.get("realism")), _cell(mean["age_mae"], False),
                           _cell(own["same_person_rate"], True),
                           _cell(own["mean_distance"], False)))
     judge = aging["references"].get("input", {}).get("judge_on_real_faces")
@@ -54,6 +55,11 @@ def aging_markdown(aging: dict) -> list[str]:
                          f"{_cell(judge['accuracy'], True)}, within one "
                          f"{_cell(judge['within_one'], True)})" if judge else "") + "."]
     targets = list(dict.fromkeys(t for _, _, e in _rows(aging) for t in e["per_target"]))
+    if any("realism" in e for _, _, e in _rows(aging)):
+        lines += ["", "Two-sample test (Lopez-Paz & Oquab 2017): the held-out accuracy of a "
+                  "fresh small CNN telling the aged faces from real test faces of the same "
+                  "target categories, 5 folds grouped by source face, mean ± spread over seeds; "
+                  "50% means they cannot be told apart. It measures only: nothing trains on it."]
     lines += ["", "References: *input photo* answers every target with the photo itself "
               "(identity 100% by construction; its age figure is what doing nothing scores); "
               f"*stranger* is {aging['stranger']}.", "",
@@ -65,6 +71,12 @@ def aging_markdown(aging: dict) -> list[str]:
             f"{_cell(per[t]['same_person_rate'], True)} / {_cell(per[t]['age_accuracy'], True)}"
             if t in per else "n/a" for t in targets)))
     return lines + [""]
+
+
+def _realism_cell(entry) -> str:
+    if not entry:
+        return "n/a"
+    return f"{100 * entry['accuracy']:.1f}% ± {100 * entry['spread']:.1f}"
 
 
 def identity_vs_age_panel(ax, aging: dict) -> None:

@@ -180,8 +180,9 @@ def judge_faces(faces: FaceBundle, verifier, estimator, run=None, data=None,
         methods = meta["aging"]["methods"]
         _log(progress, f"[4/{phases}] aging: {', '.join(methods)} on {len(faces.test_images)} "
                        f"test faces x {faces.bins.num_ages - 1} target ages")
-        results["aging"], examples["aging"] = judge_aging(faces, real_desc, verifier, estimator,
-                                                          progress)
+        results["aging"], examples["aging"] = judge_aging(
+            faces, real_desc, verifier, estimator, progress,
+            int(meta["settings"].get("realism_seeds", 0)))
         timings["aging"] = _done(progress, t)
     results["judged_faces"] = {"dlib": verifier.asked, "age": estimator.asked}
     timings["export"] = float(meta["timings_s"]["total"])

@@ -51,6 +51,8 @@ class EvalSettings:
     pairs_limit: int | None = 200  # pairs checked (dlib reads ~10 faces/s on a CPU)
     seed: int = 0
     batch_size: int = 64  # faces per network call (and per batch of latent optimisation)
+    # the two-sample realism test's seeds per method (0: not measured); 5 grouped folds each
+    realism_seeds: int = 3
     progress: bool = True
 
     def __post_init__(self):
@@ -60,6 +62,9 @@ class EvalSettings:
                                f"choose from {list(METHODS)}")
         if self.per_age < 1:
             raise SettingError(f"{setting('per_age')} must be at least 1, got {self.per_age}")
+        if self.realism_seeds < 0:
+            raise SettingError(f"{setting('realism_seeds')} must be 0 or more, got "
+                               f"{self.realism_seeds}")
         if self.batch_size < 1:
             raise SettingError(f"{setting('batch_size')} must be at least 1, got "
                                f"{self.batch_size}")

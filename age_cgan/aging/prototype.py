@@ -1,0 +1,203 @@
+"""``prototype``: the photo moved by the difference between two age prototypes.
+
+For a face crop (aligned like the training chips, at its own size D) at source category s and a
+target t, with the prototypes of both categories warped from their common frame into the
+source's mean shape (where this face's features are), at D px:
+
+* texture: each band k of the face's luma (Gaussian differences, ``BAND_SIGMAS`` scaled to D)
+  times (M_t,k / M_s,k) ** texture, the ratio of the prototypes' local band magnitudes (clipped
+  to ``RATIO_RANGE``; the finest band is never amplified, so JPEG grain and noise are not), plus
+  ``folds`` times the difference of the prototypes' own bands (creases that sit where averages
+  put them);
+* colour: the face's low-pass luma plus ``colour`` times the difference of the prototypes'
+  low-pass lumas; its chroma (RGB minus luma) scaled by the ratio of the prototypes' chroma
+  magnitudes ** ``saturation`` (greying hair, paler skin): the photo's own hues, so a grey
+  photo stays grey and no tint is painted;
+* shape: the result warped by a thin-plate spline that moves the source's mean landmarks
+  ``shape`` of the way to the target's.
+
+Towards a younger category the same steps smooth the skin (ratios below 1) and soften folds;
+``younger`` scales the colour steps there and from a child's photo, so that children's pale,
+large-eyed averages neither whiten faces nor blacken eyes. Strengths (``PrototypeStrengths``) were chosen on validation faces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+import numpy as np
+
+from age_cgan.prototypes import fields
+from age_cgan.prototypes.store import BAND_SIGMAS, IMAGE_SIDE, Prototypes
+
+#: A band's texture factor stays in this range: a smooth face's noise is not made wrinkles.
+RATIO_RANGE = (0.4, 2.0)
+#: The finest band (~1 px at 128 px) is never amplified: there live JPEG grain and sensor noise.
+FINEST_CAP = 1.0
+#: The coarsest band's ratio (~8 px at 128 px: the face's own light and shade) stays within
+#: [1 / cap, cap], so that a bright face is not bleached nor a dark one blackened.
+COARSEST_CAP = 1.25
+#: How much of each band's prototype difference ``folds`` adds: the coarsest band's is the
+#: mean face's own shading (nose, cheekbones), which painted on a child reads as a mask.
+FOLD_WEIGHTS = (1.0, 1.0, 1.0, 0.25)
+#: The chroma's scale towards an older / a younger category stays in these ranges (grey stays
+#: grey: 0 x anything = 0); below ~0.55 skin turns grey-white.
+OLDER_SATURATION = (0.55, 1.0)
+YOUNGER_SATURATION = (0.8, 1.25)
+#: The low-pass light's factor, which the chroma follows, stays in this range.
+LIGHT_RANGE = (0.6, 1.6)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrototypeStrengths:
+    """How much of each part of the prototypes' difference is applied (1 = as in the averages)."""
+
+    texture: float = 1.5  # exponent on the band-magnitude ratio
+    folds: float = 2.0  # the prototypes' own band difference
+    colour: float = 2.5  # the low-pass luma difference
+    saturation: float = 1.0  # exponent on the chroma-magnitude ratio
+    shape: float = 1.0  # fraction of the mean-landmark move
+    brightness: float = 0.0  # how much of the prototypes' overall brightness change is kept
+    younger: float = 0.5  # the colour steps' scale towards a younger category, or from a child
+    #: every part's scale per target category (empty: 1 for each)
+    per_target: tuple = ()
+
+    def scaled(self, strength: float) -> "PrototypeStrengths":
+        """Every part times ``strength`` (the user's --strength), ``younger`` kept."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name) * strength
+                                            for f in dataclasses.fields(self)
+                                            if f.name not in ("younger", "per_target")})
+
+    @classmethod
+    def from_config(cls, values: dict | None) -> "PrototypeStrengths":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(map(float, v)) if k == "per_target" else float(v)
+                      for k, v in (values or {}).items() if k in known})
+
+
+class PrototypeAger:
+    """Ages face crops with one ``Prototypes``; the prototypes' fields in each source frame are
+    prepared once per (crop side, source category) and kept for the next face."""
+
+    def __init__(self, prototypes: Prototypes, strengths: PrototypeStrengths | None = None,
+                 keep: int = 4):
+        self.prototypes = prototypes
+        self.strengths = strengths or PrototypeStrengths()
+        self._frames: OrderedDict = OrderedDict()
+        self._keep = keep
+
+    def age(self, face: np.ndarray, source: int, targets, strength: float = 1.0) -> np.ndarray:
+        """uint8 face crop (D, D, 3) at category ``source`` -> uint8 (n, D, D, 3), one per
+        category of ``targets`` (the source itself: the photo unchanged)."""
+        face = np.asarray(face)
+        side = face.shape[0]
+        frame = self._frame(side, int(source))
+        x = face.astype(np.float32) / 255.0
+        luma, chroma = fields.split_luma(x)
+        parts = fields.bands(luma, _sigmas(side))
+        s = self.strengths.scaled(float(strength))
+        out = []
+        for t in targets:
+            t = int(t)
+            if t == source:
+                out.append(face.copy())
+                continue
+            out.append(_to_uint8(self._one(parts, chroma, frame, int(source), t, s)))
+        return np.stack(out)
+
+    def _one(self, parts, chroma, frame, source: int, target: int, s: PrototypeStrengths):
+        if s.per_target:
+            s = s.scaled(float(s.per_target[target]))
+        # children's averages (pale, large-eyed, bright photos) carry more than age: their
+        # colour steps are scaled down, from a child as towards one
+        colour_scale = 1.0 if target > source and source > 0 else s.younger
+        new = []
+        for k, band in enumerate(parts[:-1]):
+            ratio = np.clip((frame["magnitude"][target, k] / frame["magnitude"][source, k])
+                            ** s.texture, *RATIO_RANGE)
+            if k == 0:
+                ratio = np.minimum(ratio, FINEST_CAP)
+            elif k == len(parts) - 2:  # the face's large shading: a change of light, not of skin
+                ratio = np.clip(ratio, 1.0 / COARSEST_CAP, COARSEST_CAP)
+            new.append(band * ratio + s.folds * FOLD_WEIGHTS[k] * (frame["bands"][target, k]
+                                                                   - frame["bands"][source, k]))
+        shading = frame["bands"][target, -1] - frame["bands"][source, -1]
+        shading = shading - (1.0 - s.brightness) * np.sum(shading * frame["face"])
+        # relative to the prototype's own light, so that a dark face is shaded as much as a
+        # light one in proportion, not blackened
+        relative = shading / np.maximum(frame["bands"][source, -1], 0.05)
+        low = parts[-1] * (1.0 + np.clip(s.colour * colour_scale * relative * frame["head"],
+                                         LIGHT_RANGE[0] - 1.0, LIGHT_RANGE[1] - 1.0))
+        # chroma follows the light, so that darker skin is not redder (a colour's saturation
+        # is its chroma over its light)
+        light = np.clip(np.maximum(low, 0.02) / np.maximum(parts[-1], 0.02), *LIGHT_RANGE)
+        saturation = (frame["colour"][target] / frame["colour"][source]) ** (
+            s.saturation * colour_scale * frame["head"])
+        # aging takes colour away (grey hair, paler skin), never adds it; a younger face gains
+        # a little at most
+        saturation = np.clip(saturation, *(OLDER_SATURATION if target > source
+                                           else YOUNGER_SATURATION))
+        saturation = light * saturation
+        image = (low + sum(new))[..., None] + chroma * saturation[..., None]
+        if s.shape:
+            points = self.prototypes.shape
+            moved = points[source] + s.shape * (points[target] - points[source])
+            image = fields.warp(image, fields.displacement(points[source], moved, len(image)))
+        return image
+
+    def _frame(self, side: int, source: int) -> dict:
+        """The prototypes of every category in ``source``'s mean shape at ``side`` px: their
+        luma bands, band magnitudes and chroma magnitudes."""
+        key = (side, source)
+        if key in self._frames:
+            self._frames.move_to_end(key)
+            return self._frames[key]
+        p = self.prototypes
+        into = fields.displacement(p.reference_shape, p.shape[source], side)
+        bands, magnitude, colour = [], [], []
+        for a in range(p.num_ages):
+            image = fields.warp(fields.resize(p.image[a], side), into)
+            bands.append(np.stack(fields.bands(fields.split_luma(image)[0], _sigmas(side))))
+            magnitude.append(np.stack([fields.warp(fields.resize(m, side), into)
+                                       for m in p.band_magnitude[a]]))
+            colour.append(fields.warp(fields.resize(p.colour_magnitude[a], side), into))
+        tiny = 1e-4
+        frame = {"bands": np.stack(bands), "magnitude": np.maximum(np.stack(magnitude), tiny),
+                 "colour": np.maximum(np.stack(colour), tiny),
+                 "face": _face_weights(p.shape[source], side),
+                 "head": _head_mask(p.shape[source], side)}
+        self._frames[key] = frame
+        if len(self._frames) > self._keep:
+            self._frames.popitem(last=False)
+        return frame
+
+
+def _face_weights(points: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) weights summing to 1 over the face: a Gaussian over the landmarks' spread
+    (the skin whose overall brightness is the photo's lighting more than the person's age)."""
+    centre, spread = points.mean(axis=0), points.std(axis=0)
+    t = (np.arange(side) + 0.5) / side
+    xx, yy = np.meshgrid(t, t)
+    w = np.exp(-0.5 * (((xx - centre[0]) / spread[0]) ** 2 + ((yy - centre[1]) / spread[1]) ** 2))
+    return (w / w.sum()).astype(np.float32)
+
+
+def _head_mask(points: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) in [0, 1]: 1 over the face and the hair above and beside it, fading to 0
+    towards the background, where a difference of averages is the photos', not the age's."""
+    centre, spread = points.mean(axis=0), points.std(axis=0)
+    t = (np.arange(side) + 0.5) / side
+    xx, yy = np.meshgrid(t, t)
+    up = yy < centre[1]
+    ry = np.where(up, 3.2, 2.2) * spread[1]  # the hair reaches higher than the chin goes low
+    r = np.sqrt(((xx - centre[0]) / (2.0 * spread[0])) ** 2 + ((yy - centre[1]) / ry) ** 2)
+    return np.clip(1.6 - r, 0.0, 1.0).astype(np.float32)
+
+
+def _sigmas(side: int) -> tuple[float, ...]:
+    return tuple(sigma * side / IMAGE_SIDE for sigma in BAND_SIGMAS)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
