@@ -16,6 +16,7 @@ from age_cgan.cli import HelpFormatter, add_verbose
 from age_cgan.cli.words import cli_message, flag, flag_words
 from age_cgan.config import TrainConfig
 from age_cgan.errors import AgeCganError, render
+from age_cgan.helpformat import escape_percent
 
 DESCRIPTION = (
     "Train Age-cGAN: 1 = conditional GAN, 2 = encoder (initial latent approximation), 3 = "
@@ -48,7 +49,7 @@ def add_setting(target, field: dataclasses.Field, hint) -> None:
     """One option for a TrainConfig field: a switch for a bool, else a typed value."""
     meta, name = field.metadata, field.name
     kinds = _kinds(hint)
-    options = {"dest": name, "default": field.default, "help": setting_help(field)}
+    options = {"dest": name, "default": field.default, "help": escape_percent(setting_help(field))}
     if kinds == (bool,) and field.default is True:  # on by default: --no-NAME turns it off
         options["help"] += " (on by default: this flag turns it off)"
         target.add_argument(flag(name, False), action="store_false", **options)
