@@ -59,6 +59,6 @@ def trained_run(tmp_path_factory, tiny_faces):
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     cache = tmp_path_factory.mktemp("cache")
-    train(TrainConfig(stage="all", data=str(tiny_faces), run=str(run), steps=2,
+    train(TrainConfig(stage="age-cgan", data=str(tiny_faces), run=str(run), steps=2,
                       data_cache=str(cache), **TINY))
     return run
