@@ -1,7 +1,7 @@
 """``age-cgan-app`` / ``python -m age_cgan.app``: a local web page that ages the face in a photo.
 
 Upload a photo (or take one with the webcam), choose the target ages and the per-photo method,
-and get the grid ``input | reconstruction | each age``, each aged face as its own image (with the
+and get the grid ``input | own age | each age``, each aged face as its own image (with the
 judges' verdict when the ``[eval]`` extra is installed), and a zip of it all to download. A
 group photo lists its faces, largest first; pick one and press the button again. The handler
 (upload checks, faces, aging by the model's default method, judging, the download) is
@@ -91,7 +91,7 @@ def build_page(app: AgingApp, model_name: str):
                                    columns=6, height=120, elem_id="found", format="png")
             with gr.Column(scale=2):
                 message = gr.Markdown(elem_id="message")
-                grid = gr.Image(label="input | reconstruction | each age", type="numpy",
+                grid = gr.Image(label="input | own age | each age", type="numpy",
                                 interactive=False, elem_id="grid", format="png")
                 aged = gr.Gallery(label="Aged faces", columns=6, elem_id="aged", format="png")
                 download = gr.File(label="Download (zip: grid, each face, result.json)",
