@@ -208,3 +208,17 @@ def test_a_method_is_available_when_the_model_has_its_networks(aging_run):
     assert "has no encoder (models/encoder.keras), which the pixel method needs" in reason
     models.age_estimator = None  # the network method needs the estimator too
     assert "no age estimator" in models.unavailable_reason("network")
+
+
+def test_the_page_handler_names_why_a_method_is_not_offered(aging_run, tmp_path):
+    from age_cgan.app_handler import AgingApp, face_number, unavailable_methods
+
+    app = AgingApp(_tiny_models(aging_run), None, tmp_path)
+    assert app.methods == ("network",)
+    missing = unavailable_methods(app.models)
+    assert set(missing) == {"none", "pixel", "identity", "difference"}
+    assert "the train command" in missing["pixel"] and "`" not in missing["pixel"]  # no flags
+    refused = app.age("photo.jpg", ["60+"], "identity", 0)["message"]
+    assert refused.startswith("Method 'identity' is not offered: this model cannot run it")
+    assert "Choose one of network" in refused
+    assert [face_number(v, 2) for v in ("1", 1, "0", None, "x", 7, -3)] == [1, 1, 0, 0, 0, 1, 0]

@@ -5,13 +5,14 @@ config.json, with no Keras import (``--help`` stays fast)."""
 from __future__ import annotations
 
 
-def method_help(default: str) -> str:
-    """Each per-photo method in a sentence, ``default`` first (infer.py's --method and the
-    page's hint), generically off ``age_cgan.aging.METHODS``."""
+def method_help(default: str, methods=None, sep: str = " = ") -> str:
+    """Each per-photo method of ``methods`` (default: every one ``age_cgan.aging.METHODS``
+    lists) in a sentence, ``default`` first: infer.py's --method and the page's hint."""
     from age_cgan.aging.methods import METHOD_HELP, METHOD_TITLES, METHODS
 
-    order = [default, *(m for m in METHODS if m != default)] if default in METHODS else METHODS
-    return "; ".join(f"{m} = {METHOD_HELP.get(m, METHOD_TITLES[m])}" for m in order)
+    methods = list(METHODS if methods is None else methods)
+    order = [default, *(m for m in methods if m != default)] if default in methods else methods
+    return "; ".join(f"{m}{sep}{METHOD_HELP.get(m, METHOD_TITLES[m])}" for m in order)
 
 
 def strength_help() -> str:
