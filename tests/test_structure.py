@@ -276,3 +276,24 @@ def test_help_says_the_defaults_that_apply():
     assert "``" not in demo_help and "four stages" in demo_help
     assert all(f"{stage} = " in demo_help for stage in ("1", "2", "fr", "3"))
     assert "(default: True)" not in evaluate.parser().format_help()
+    parsers = all_parsers()
+    usage = parsers["python -m age_cgan.data"].format_usage()
+    assert "python -m age_cgan.data prepare UTKFACE_DIR OUT_DIR" in usage  # not hidden
+    app_help = " ".join(parsers["age-cgan-app"].format_help().split())
+    assert "its default method" in app_help and "Age-cGAN" not in app_help
+
+
+def test_train_py_lists_its_stages_once_in_training_order():
+    from age_cgan.cli.train import DESCRIPTION, parser
+    from age_cgan.config import STAGE_GROUPS, STAGE_ORDER
+    from age_cgan.training import STAGE_CLASSES
+
+    assert tuple(STAGE_CLASSES) == STAGE_ORDER  # the help's order is the training order
+    text = " ".join(parser().format_help().split())
+    positions = [text.index(f"; {stage} = " if i else f"{stage} = ")
+                 for i, stage in enumerate(STAGE_ORDER)]
+    assert positions == sorted(positions)
+    for group, stages in STAGE_GROUPS.items():
+        assert f"{group} = {', '.join(stages)} (" in text
+    assert set(STAGE_GROUPS["all"]) == set(STAGE_ORDER)  # all means every stage
+    assert "1 = " not in DESCRIPTION and "fr = " not in DESCRIPTION  # one list, in --stage
