@@ -120,3 +120,16 @@ def test_every_planned_stage_is_checked_before_the_first_trains(tmp_path, capsys
     assert main(["--stage", "aging", "--dry-run"] + common) == 1
     error = capsys.readouterr().err
     assert "`python train.py --stage age --run" in error and "--stage network" in error
+
+
+def test_the_demo_trains_both_methods_and_ages_the_portrait(tiny_faces, tmp_path, capsys):
+    from age_cgan.cli.demo import main
+
+    run = tmp_path / "demo"
+    assert main(["--data", str(tiny_faces), "--run", str(run), "--steps", "1",
+                 "--batch-size", "4", "--image-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert f"demo: wrote {run / 'aged.png'} (--method network)" in out
+    assert f"demo: wrote {run / 'aged_age_cgan.png'} (--method none)" in out
+    assert {p.name for p in (run / "models").iterdir()} >= {
+        "age_estimator.keras", "aging_network.keras", "encoder.keras", "generator.keras"}
