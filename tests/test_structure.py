@@ -272,7 +272,7 @@ def test_help_says_the_defaults_that_apply():
 
     out = " ".join(infer.parser().format_help().split())
     assert "aged/ in the current folder for the shipped model" in out  # _default_out's rule
-    demo_help = demo.parser().format_help()
+    demo_help = " ".join(demo.parser().format_help().split())
     assert "``" not in demo_help and "four stages" in demo_help
     assert all(f"{stage} = " in demo_help for stage in ("1", "2", "fr", "3", "age", "aging"))
     assert "(default: True)" not in evaluate.parser().format_help()
