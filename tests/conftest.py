@@ -15,7 +15,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def shared_data():
     """../shared/data when this checkout has it (developers and CI); skip cleanly otherwise."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present in this checkout")
+        pytest.skip("needs the project's own data set beside this checkout (../shared/data: "
+                    "prepared UTKFace and CACD-VS faces and photos; not part of the "
+                    "repository): skipped, nothing is wrong with the install")
     return SHARED_DATA
 
 
