@@ -1,7 +1,7 @@
 """``age-cgan-app`` / ``python -m age_cgan.app``: a local web page that ages the face in a photo.
 
 Upload a photo (or take one with the webcam), choose the target ages and the per-photo method,
-and get the grid ``input | reconstruction | each age``, each aged face as its own image (with the
+and get the grid ``input | own age | each age``, each aged face as its own image (with the
 judges' verdict when the ``[eval]`` extra is installed), and a zip of it all to download. A
 group photo lists its faces, largest first; pick one and press the button again. The handler
 (upload checks, faces, aging by the model's default method, judging, the download) is
@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from age_cgan.app_handler import (KEEP_SECONDS, MAX_UPLOAD_BYTES, PROG, QUEUE_SIZE, AgingApp,
-                                  AppError, load_judges, model_folder)
+                                  AppError, load_judges, model_folder, unavailable_methods)
 from age_cgan.errors import AgeCganError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -62,17 +62,26 @@ def unopened(preprocess):
     return passthrough
 
 
+def face_choices(faces: int) -> list[tuple[str, str]]:
+    """The Face dropdown's choices: ("face 1", "0"), ... (strings: see ``build_page``)."""
+    return [(f"face {i + 1}", str(i)) for i in range(max(1, faces))]
+
+
 def build_page(app: AgingApp, model_name: str):
     """The Gradio Blocks of the page; its one endpoint is ``/age``."""
     import gradio as gr
 
+    from age_cgan.cli.explain import method_help
+
     labels = list(app.models.bins.labels)
     methods = list(app.methods)
+    missing = unavailable_methods(app.models)
     with gr.Blocks(title="age-cgan: age a face", analytics_enabled=False,
                    delete_cache=(60, KEEP_SECONDS)) as page:
         gr.Markdown(f"## Age a face\nModel: `{model_name}` ({len(labels)} age categories, "
                     f"{app.models.image_size} px faces). Nothing you upload is kept after your "
-                    "request.")
+                    "request." + "".join(f"\n\nNot offered: **{m}**, because {why}."
+                                         for m, why in missing.items()), elem_id="intro")
         with gr.Row():
             with gr.Column(scale=1):
                 photo = gr.Image(type="filepath", image_mode=None, label="Photo",
@@ -81,17 +90,18 @@ def build_page(app: AgingApp, model_name: str):
                 ages = gr.CheckboxGroup(labels, value=labels, label="Target ages",
                                         elem_id="ages")
                 method = gr.Radio(methods, value=methods[0], label="Method (per photo)",
-                                  info="none: the encoder alone (fastest); the others fit "
-                                  "the model to this face first (slower, closer to it)",
+                                  info=method_help(methods[0], methods, ": ") + ".",
                                   elem_id="method")
-                face = gr.Dropdown([("face 1", 0)], value=0, label="Face", visible=False,
-                                   elem_id="face")
+                # string values, and any accepted: what the API advertises ("0") is taken,
+                # and a later face of a group photo too (app_handler.face_number)
+                face = gr.Dropdown(face_choices(1), value="0", label="Face", visible=False,
+                                   elem_id="face", allow_custom_value=True)
                 button = gr.Button("Age this face", variant="primary", elem_id="run")
                 found = gr.Gallery(label="Faces in the photo (largest first)", visible=False,
                                    columns=6, height=120, elem_id="found", format="png")
             with gr.Column(scale=2):
                 message = gr.Markdown(elem_id="message")
-                grid = gr.Image(label="input | reconstruction | each age", type="numpy",
+                grid = gr.Image(label="input | own age | each age", type="numpy",
                                 interactive=False, elem_id="grid", format="png")
                 aged = gr.Gallery(label="Aged faces", columns=6, elem_id="aged", format="png")
                 download = gr.File(label="Download (zip: grid, each face, result.json)",
@@ -101,15 +111,14 @@ def build_page(app: AgingApp, model_name: str):
         def run(photo_path, chosen_ages, chosen_method, face_index, state):
             result = app.age(photo_path, chosen_ages, chosen_method, face_index, state)
             faces = result.get("faces", [])
-            choices = [(f"face {i + 1}", i) for i in range(max(1, len(faces)))]
             return (result["message"], result.get("grid"), result.get("aged", []),
                     result.get("download"),
-                    gr.update(choices=choices, value=result.get("face", 0),
-                              visible=len(faces) > 1),
+                    gr.update(choices=face_choices(len(faces)),
+                              value=str(result.get("face", 0)), visible=len(faces) > 1),
                     gr.update(value=faces or None, visible=len(faces) > 1), state)
 
         def new_photo():
-            return gr.update(choices=[("face 1", 0)], value=0, visible=False), \
+            return gr.update(choices=face_choices(1), value="0", visible=False), \
                 gr.update(value=None, visible=False), {}
 
         button.click(run, [photo, ages, method, face, session],
@@ -126,8 +135,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
-        description="A local web page that ages the face in a photo with a trained Age-cGAN "
-        "(the shipped model unless --run or --model is given).")
+        description="A local web page that ages the face in a photo: by default with the "
+        "shipped model and its default method (the photo plus the aging network's change); "
+        "--run or --model serves another model. The page offers the methods that model can "
+        "run, its default first, and says why any other is not offered.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--run", help="a run folder written by train.py, instead of the "
                        "shipped model")

@@ -51,12 +51,27 @@ def page_message(error: BaseException) -> str:
 
 
 def aging_methods(models) -> tuple[str, ...]:
-    """The per-photo methods, as ``age_cgan.aging`` names them, the model's default first (the
-    one ``infer.py`` uses too: ``AgingModels.default_method``)."""
+    """The per-photo methods the model can run, as ``age_cgan.aging`` names them, its default
+    first (the one ``infer.py`` uses too): ``AgingModels.available_methods``."""
+    return models.available_methods()
+
+
+def unavailable_methods(models) -> dict[str, str]:
+    """Method -> why this model cannot run it (for the page, worded without flags)."""
     from age_cgan.aging import METHODS
 
-    default, _ = models.default_method()
-    return (default, *(m for m in METHODS if m != default))
+    reasons = {m: models.unavailable_reason(m) for m in METHODS}
+    return {m: render(reason, page_words) for m, reason in reasons.items() if reason}
+
+
+def face_number(face_index, faces: int) -> int:
+    """The face a request names (an int, or the string the page's API advertises), within
+    the faces found; anything else is the first (largest) face."""
+    try:
+        index = int(face_index or 0)
+    except (TypeError, ValueError):
+        index = 0
+    return min(max(index, 0), faces - 1)
 
 
 def age_face(models, face, method: str, categories):
@@ -199,7 +214,10 @@ class AgingApp:
         if not photo:
             return {"message": "Upload a photo (or take one with the webcam) first."}
         if method not in self.methods:
-            return {"message": f"Unknown method {method!r}: choose one of {', '.join(self.methods)}."}
+            why = unavailable_methods(self.models).get(method)
+            why = f"this model cannot run it: {why}" if why else "there is no such method"
+            return {"message": f"Method {method!r} is not offered: {why}. Choose one of "
+                    f"{', '.join(self.methods)}."}
         labels = [a for a in (ages or []) if a in self.models.bins.labels]
         if not labels:
             return {"message": "Choose at least one target age."}
@@ -210,7 +228,7 @@ class AgingApp:
                 faces = self.faces_of(photo, session)
             except PhotoError as error:
                 return {"message": f"**Could not use this photo.** {page_message(error)}"}
-            index = min(max(int(face_index or 0), 0), len(faces) - 1)
+            index = face_number(face_index, len(faces))
             aged = age_face(self.models, faces[index], method, categories)
             verdicts = self._judge(aged)
             try:

@@ -18,7 +18,51 @@ import typing
 from age_cgan.ages import DEFAULT_SPEC, AgeBins
 from age_cgan.errors import SettingError, setting
 
-STAGES = ("1", "2", "3")  # what --stage all runs; "fr" trains the face recogniser on its own
+#: Every stage, in the order a whole model is trained (``training.graph.STAGE_CLASSES``).
+STAGE_ORDER = ("1", "2", "fr", "3", "age", "aging")
+#: What each stage trains (train.py's --stage help; one list).
+STAGE_TITLES = {
+    "1": "Age-cGAN's conditional GAN",
+    "2": "its encoder (needs 1)",
+    "fr": "the face recogniser stage 3 and the identity method use (distilled from dlib's "
+          "descriptors beside the faces)",
+    "3": "identity fine-tuning of the encoder (needs 2; uses fr when trained)",
+    "age": "the age estimator",
+    "aging": "the image-to-image aging network of the default method (needs age)",
+}
+#: Names for several stages at once, each run in ``STAGE_ORDER``.
+STAGE_GROUPS = {
+    "network": ("age", "aging"),
+    "age-cgan": ("1", "2", "3"),
+    "all": STAGE_ORDER,
+}
+GROUP_TITLES = {
+    "network": "the default method's networks: infer.py --method network",
+    "age-cgan": "Age-cGAN without its face recogniser",
+    "all": "every network of a model like the shipped one",
+}
+STAGE_CHOICES = (*STAGE_ORDER, *STAGE_GROUPS)
+
+
+def stages_of(stage: str) -> tuple[str, ...]:
+    """The stages ``--stage`` names, in training order (a group's, or the one stage)."""
+    return STAGE_GROUPS.get(stage, (stage,))
+
+
+def group_of(*stages: str) -> str:
+    """The smallest stage group that trains all of ``stages`` (a hint's "or --stage X")."""
+    return min((name for name, group in STAGE_GROUPS.items() if set(stages) <= set(group)),
+               key=lambda name: len(STAGE_GROUPS[name]))
+
+
+def stage_help() -> str:
+    """--stage's help: each stage and group with what it trains, in training order."""
+    stages = "; ".join(f"{name} = {title}" for name, title in STAGE_TITLES.items())
+    groups = "; ".join(f"{name} = {', '.join(STAGE_GROUPS[name])} ({title})"
+                       for name, title in GROUP_TITLES.items())
+    return f"what to train, in this order: {stages}. Groups, run in that order: {groups}"
+
+
 #: The aging network's loss weights (TrainConfig fields), by the term they weigh.
 AGING_WEIGHTS = ("aging_adversarial_weight", "aging_age_weight", "aging_reconstruction_weight",
                  "aging_cycle_weight", "aging_change_weight", "aging_smoothness_weight",
@@ -42,12 +86,7 @@ class TrainConfig:
                         "samples and models")
     data: str | None = _setting(None, "UTKFace folder, wiki.mat / imdb.mat, or a CSV of "
                                 "path,age (later stages reuse the run's)")
-    stage: str = _setting("1", "what to train: 1 = conditional GAN, 2 = encoder, 3 = identity "
-                          "fine-tuning, all = 1, 2, 3 in order, fr = the face recogniser stage "
-                          "3 and infer.py use (distilled from dlib's descriptors beside the "
-                          "faces; train it before stage 3), age = the age estimator, aging = "
-                          "the image-to-image aging network (after age)",
-                          choices=("1", "2", "3", "all", "fr", "age", "aging"))
+    stage: str = _setting("1", stage_help(), choices=STAGE_CHOICES)
 
     # --- the networks (a run keeps the values of its first stage) ---
     arch: str = _setting("tutorial", "network sizes: tutorial = the book's, lite = sized for a "
@@ -168,9 +207,9 @@ class TrainConfig:
                                       "~/.cache/age_cgan)")
 
     def __post_init__(self):
-        if self.stage not in (*STAGES, "all", "fr", "age", "aging"):
-            raise SettingError(f"{setting('stage')} must be 1, 2, 3, all, fr, age or aging, got "
-                               f"{self.stage!r}")
+        if self.stage not in STAGE_CHOICES:
+            raise SettingError(f"{setting('stage')} must be one of {', '.join(STAGE_CHOICES)}, "
+                               f"got {self.stage!r}")
         if self.arch not in ("tutorial", "lite"):
             raise SettingError(f"{setting('arch')} must be tutorial or lite, got {self.arch!r}")
         self._check_ranges()

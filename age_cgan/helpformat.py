@@ -6,6 +6,12 @@ from __future__ import annotations
 import argparse
 
 
+def escape_percent(text: str) -> str:
+    """``text`` for an argparse help string, which argparse %-formats with the option's fields:
+    a literal "%" ("40% slower") would otherwise print the option's dictionary."""
+    return text.replace("%", "%%")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Adds "(default: X)" to an option's help unless the help already says its default, or
     there is none to show: no value (None, False, SUPPRESS; argparse's own formatter prints

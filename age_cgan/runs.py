@@ -109,20 +109,48 @@ def write_json_atomic(path, data, what: str | None = None) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+#: (inputs, outputs) of the networks inference loads: a valid ``.keras`` file of another
+#: network (the age estimator given as the aging network) is refused by these counts.
+SIGNATURES = {"encoder": (1, 1), "generator": (2, 1), "face_recognizer": (1, 1),
+              "age_estimator": (1, 2), "aging_network": (3, 1)}
+
+
 def load_keras_file(path, network: str, fix: str) -> keras.Model:
     """Load one network from a ``.keras`` file, safely (``safe_mode=True``, so no code in the
-    file runs): the one place the project loads Keras files. A damaged or unloadable file is a
-    RunFolderError naming it, with ``fix``."""
+    file runs): the one place the project loads Keras files. A damaged or unloadable file, or
+    one that holds another network than ``network`` (``SIGNATURES``), is a RunFolderError
+    naming it, with ``fix``."""
     check_keras_file(path, network, fix)
     import keras  # here, not at the top: reading a run's config needs no deep-learning stack
 
     from age_cgan import networks  # noqa: F401  (registers the custom layers for loading)
 
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:
         raise RunFolderError(f"cannot load {path} as the {network}: {type(error).__name__}: "
                              f"{error}") from error
+    _check_signature(model, path, network, fix)
+    return model
+
+
+def _check_signature(model, path, network: str, fix: str) -> None:
+    """Refuse a model whose inputs and outputs are not ``network``'s, naming what it looks
+    like instead."""
+    wanted = SIGNATURES.get(network)
+    have = (len(model.inputs), len(model.outputs))
+    if wanted is None or have == wanted:
+        return
+    alike = [name.replace("_", " ") for name, shape in SIGNATURES.items() if shape == have]
+    looks = f" (it looks like the {' or the '.join(alike)})" if alike else ""
+
+    def count(n, what):
+        return f"{n} {what}{'s' * (n != 1)}"
+
+    raise RunFolderError(
+        f"{path} holds a network with {count(have[0], 'input')} and {count(have[1], 'output')}"
+        f"{looks}, not the {network.replace('_', ' ')} ({count(wanted[0], 'input')}, "
+        f"{count(wanted[1], 'output')}). {fix}")
 
 
 def face_recognizer_weights(run: RunFolder | None, fr_weights: str | None,

@@ -25,16 +25,21 @@ def image_grid(images: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.nda
 
 
 def labelled_grid(images: np.ndarray, rows: int, cols: int, labels: list[str], pad: int = 2):
-    """``image_grid`` with one text label above each column (e.g. the age ranges)."""
+    """``image_grid`` with one text label above each column (e.g. the age ranges); a label
+    with a line break takes two lines (the header grows by ``LABEL_HEIGHT`` a line)."""
     grid = image_grid(images, rows, cols, pad)
     cell = images.shape[2] + pad
-    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + LABEL_HEIGHT), "white")
-    canvas.paste(Image.fromarray(grid), (0, LABEL_HEIGHT))
+    lines = [label.split("\n") for label in labels]
+    height = LABEL_HEIGHT * max((len(parts) for parts in lines), default=1)
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + height), "white")
+    canvas.paste(Image.fromarray(grid), (0, height))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for k, label in enumerate(labels):
-        width = draw.textlength(label, font=font)
-        draw.text((pad + k * cell + (cell - pad - width) / 2, 1), label, fill="black", font=font)
+    for k, parts in enumerate(lines):
+        for row, text in enumerate(parts):
+            width = draw.textlength(text, font=font)
+            draw.text((pad + k * cell + (cell - pad - width) / 2, 1 + row * LABEL_HEIGHT), text,
+                      fill="black", font=font)
     return np.asarray(canvas)
 
 

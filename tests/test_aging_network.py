@@ -120,6 +120,27 @@ def test_network_method_guesses_the_age_and_keeps_the_photo_at_its_own(aging_run
         models.age(face, "pixel", progress=False)
 
 
+def test_the_own_age_is_one_guess(aging_run):
+    """The estimator's years join its category only where they fall in it: never "0-18, about
+    37 years" (infer's line, --json and the page say one thing)."""
+    from age_cgan.cli.explain import own_age_label, own_age_line
+
+    models = _tiny_models(aging_run)
+    face = np.zeros((32, 32, 3), np.uint8)
+    for years, shown in ((37.0, None), (12.0, 12.0)):
+        models.estimate_sources = lambda faces, y=years: (np.array([0]), np.array([0.6]),
+                                                          np.array([y]))
+        aged = models.age(face, "network", progress=False)
+        assert aged.source_label == "0-18" and aged.source_years == shown
+        assert aged.record()["source_years"] == shown
+        line = own_age_line(aged)
+        assert line.startswith("own age guessed by the age estimator: 0-18 (60% sure")
+        assert ("about 12 years" in line) == (shown is not None) and "37" not in line
+    assert own_age_label(aged) == "own age\n(estimated 0-18)"
+    given = models.age(face, "network", source_age=70, progress=False)
+    assert own_age_label(given) == "own age\n(given 60+)" and given.strength == 1.0
+
+
 def test_the_change_is_added_at_full_resolution_and_grey_stays_grey():
     photo = np.full((128, 128, 3), 120, np.uint8)
     photo[:, :, 0] = 140  # a colour photo
@@ -173,3 +194,31 @@ def test_the_page_defaults_to_the_method_infer_uses(aging_run, tmp_path):
     models.aging_network = None  # an older package: its own Age-cGAN method, as in infer.py
     models.config["default_method"] = "difference"
     assert AgingApp(models, None, tmp_path).methods[0] == "difference"
+
+
+def test_a_method_is_available_when_the_model_has_its_networks(aging_run):
+    """The one check infer, the page and evaluate use: each method's networks
+    (``METHOD_NEEDS``), the default first; a network run alone offers only itself."""
+    from age_cgan.aging.methods import METHOD_NEEDS, METHODS
+
+    models = _tiny_models(aging_run)
+    assert set(METHOD_NEEDS) == set(METHODS)
+    assert models.available_methods() == ("network",)  # no encoder or generator here
+    reason = models.unavailable_reason("pixel")
+    assert "has no encoder (models/encoder.keras), which the pixel method needs" in reason
+    models.age_estimator = None  # the network method needs the estimator too
+    assert "no age estimator" in models.unavailable_reason("network")
+
+
+def test_the_page_handler_names_why_a_method_is_not_offered(aging_run, tmp_path):
+    from age_cgan.app_handler import AgingApp, face_number, unavailable_methods
+
+    app = AgingApp(_tiny_models(aging_run), None, tmp_path)
+    assert app.methods == ("network",)
+    missing = unavailable_methods(app.models)
+    assert set(missing) == {"none", "pixel", "identity", "difference"}
+    assert "the train command" in missing["pixel"] and "`" not in missing["pixel"]  # no flags
+    refused = app.age("photo.jpg", ["60+"], "identity", 0)["message"]
+    assert refused.startswith("Method 'identity' is not offered: this model cannot run it")
+    assert "Choose one of network" in refused
+    assert [face_number(v, 2) for v in ("1", 1, "0", None, "x", 7, -3)] == [1, 1, 0, 0, 0, 1, 0]

@@ -200,7 +200,34 @@ def test_a_group_photo_offers_its_faces(client, photos):
     assert len(first["found"]) == 2
     second = age(client, photos / "two_faces.jpg", face=1)
     assert "face 2 of 2" in second["message"]
-    assert second["face"] == 1
+    assert second["face"] == "1"  # the choice's value, a string as the API advertises
+
+
+def test_the_page_offers_what_the_model_runs_and_takes_what_its_api_advertises(client, server,
+                                                                              photos):
+    """A run of stages 1 and 2: no aging network, no face recogniser, so the page offers the
+    Age-cGAN methods it can run and says why the others are not; the face index and method
+    are taken as view_api describes them (a string "0", not only the int 0)."""
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/age"]
+    params = {p["parameter_name"]: p for p in api["parameters"]}
+    method, face = params["chosen_method"], params["face_index"]
+    assert "'none'" in method["python_type"]["type"] and "identity" not in str(method)
+    assert "network" not in str(method)
+    advertised = face["example_input"]
+    assert isinstance(advertised, str), face
+    result = age(client, photos / "portrait.jpg", face=advertised)
+    assert "Aged 1 face" in result["message"], result["message"]
+    second = age(client, photos / "two_faces.jpg", face="1")
+    assert "face 2 of 2" in second["message"], second["message"]
+    with pytest.raises(Exception, match="not in the list of choices"):
+        age(client, photos / "portrait.jpg", method="identity")
+    # the page itself says why
+    with urllib.request.urlopen(server[0] + "config", timeout=30) as response:
+        config = json.loads(response.read())
+    intro = next(c["props"]["value"] for c in config["components"]
+                 if c.get("props", {}).get("elem_id") == "intro")
+    assert "Not offered: **identity**, because" in intro and "no face recognizer" in intro
+    assert "Not offered: **network**, because" in intro and "the train command" in intro
 
 
 @pytest.mark.parametrize("name, expected", [

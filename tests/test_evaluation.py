@@ -347,6 +347,8 @@ def test_judging_side_imports_no_deep_learning_stack():
     (["--per-age", "0"], "--per-age must be at least 1"),
     (["--pixel-steps", "-1"], "--pixel-steps must be at least 0"),
     (["--max-mib", "0", "--export-faces", "f.npz"], "--max-mib must be above 0"),
+    (["--strength", "-1"], "--strength must be between 0 and 3"),
+    (["--strength", "nan"], "--strength must be between 0 and 3"),
 ])
 def test_numeric_flags_are_refused_up_front(flags, words, capsys):
     from age_cgan.cli.evaluate import main

@@ -88,8 +88,9 @@ def face():
 
 
 def grid_shape(columns, zoom=2, pad=2):
+    """infer's grid: a two-line header ("own age" over how it was found), then the faces."""
     cell = SIZE * zoom
-    return (cell + 2 * pad + LABEL_HEIGHT, columns * (cell + pad) + pad, 3)
+    return (cell + 2 * pad + 2 * LABEL_HEIGHT, columns * (cell + pad) + pad, 3)
 
 
 def _weights(*networks):
@@ -214,7 +215,8 @@ def test_cli_options_json_and_separate_images(run, tmp_path):
     grid = np.asarray(Image.open(record["grid"]))
     assert record["grid"] == str(out / "astronaut_aged.png")
     assert grid.shape == grid_shape(4, zoom=1)
-    assert set(record["images"]) == {"input", f"recon {record['source_category']}", "19-29", "60+"}
+    own = f"own age (estimated {record['source_category']})"
+    assert set(record["images"]) == {"input", own, "19-29", "60+"}
     for path in record["images"].values():
         assert np.asarray(Image.open(path)).shape == (SIZE, SIZE, 3)
 

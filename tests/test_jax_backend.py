@@ -42,7 +42,7 @@ def test_networks_under_jax():
 
 def test_every_stage_steps_under_jax_without_tensorflow(tmp_path, tiny_faces):
     run = tmp_path / "jax-run"
-    args = ["--stage", "all", "--data", str(tiny_faces), "--run", str(run), "--steps", "1",
+    args = ["--stage", "age-cgan", "--data", str(tiny_faces), "--run", str(run), "--steps", "1",
             "--batch-size", "4", "--image-size", str(TINY["image_size"]), "--fr-weights", "none",
             "--fr-input-size", str(TINY["fr_input_size"]), "--data-cache", str(tmp_path / "cache"),
             "--no-progress"]

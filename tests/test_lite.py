@@ -90,3 +90,46 @@ def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
         recipe.run_recipe("lite", base)
     again = recipe.run_recipe("lite", base.replace(resume=True))
     assert again["total_wall_seconds"] >= record["total_wall_seconds"]
+
+
+def test_every_planned_stage_is_checked_before_the_first_trains(tmp_path, capsys):
+    """No hour of stage 1 before stage fr refuses: --recipe and --stage all check the
+    descriptors (and every earlier network) first, and --dry-run says the same one line."""
+    from age_cgan.cli.train import main
+
+    tiny_faces = make_face_folder(tmp_path / "UTKFace", count=80, size=32)  # the recipe's batch
+    run = tmp_path / "run"
+    common = ["--data", str(tiny_faces), "--run", str(run), "--data-cache",
+              str(tmp_path / "cache"), "--image-size", "32", "--no-progress"]
+    for argv in (["--recipe", "lite"], ["--recipe", "lite", "--dry-run"],
+                 ["--stage", "all", "--batch-size", "4"],
+                 ["--stage", "all", "--batch-size", "4", "--dry-run"]):
+        assert main(argv + common) == 1, argv
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1, error
+        assert "stage fr distils dlib's descriptors" in error
+        assert (f"`python -m age_cgan.data prepare UTKFACE_DIR {tiny_faces} --size 32 "
+                "--descriptors --overwrite`") in error and "--fr-teacher" in error
+        assert not (run / "stage1").exists() and not (run / "models").exists(), argv
+    # a recipe's own stages: the default method's networks with the shipped settings
+    assert main(["--recipe", "lite", "--stage", "network", "--dry-run"] + common) == 0
+    out = capsys.readouterr().out
+    assert "recipe lite: 2 stages" in out and "stage age:" in out and "stage aging:" in out
+    assert "batch_size=32" in out and "steps=1000" in out and "stage 1:" not in out
+    # a stage whose earlier networks are missing and not planned: refused, naming the group
+    assert main(["--stage", "aging", "--dry-run"] + common) == 1
+    error = capsys.readouterr().err
+    assert "`python train.py --stage age --run" in error and "--stage network" in error
+
+
+def test_the_demo_trains_both_methods_and_ages_the_portrait(tiny_faces, tmp_path, capsys):
+    from age_cgan.cli.demo import main
+
+    run = tmp_path / "demo"
+    assert main(["--data", str(tiny_faces), "--run", str(run), "--steps", "1",
+                 "--batch-size", "4", "--image-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert f"demo: wrote {run / 'aged.png'} (--method network)" in out
+    assert f"demo: wrote {run / 'aged_age_cgan.png'} (--method none)" in out
+    assert {p.name for p in (run / "models").iterdir()} >= {
+        "age_estimator.keras", "aging_network.keras", "encoder.keras", "generator.keras"}

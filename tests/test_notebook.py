@@ -25,7 +25,7 @@ def test_walkthrough_executes(tmp_path, tiny_faces, monkeypatch):
         "SUBSET = 18",
         f"RUN = {str(tmp_path / 'logs' / 'notebook')!r}",
         "BATCH_SIZE = 4",
-        'STEPS = {"1": 2, "2": 2, "3": 2}',
+        'STEPS = {"1": 2, "2": 2, "3": 2, "age": 2, "aging": 2}',
         "IMAGE_SIZE = 32",
         'FR_WEIGHTS = "none"',
         "FR_INPUT_SIZE = 75",
@@ -44,3 +44,8 @@ def test_walkthrough_executes(tmp_path, tiny_faces, monkeypatch):
         assert list((run / f"stage{stage}" / "samples").glob("*.png"))
     assert (run / "aged_photo.png").is_file()
     assert "source_category" in outputs
+    # the default method: trained here, then the shipped model on the same photo
+    assert (run / "models" / "aging_network.keras").is_file()
+    assert (run / "aged_photo_network.png").is_file() and (run / "aged_photo_shipped.png").is_file()
+    assert "this run can age with: network" in outputs
+    assert outputs.count("own age guessed by the age estimator") == 2

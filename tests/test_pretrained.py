@@ -69,6 +69,62 @@ def test_the_shipped_model_verifies_and_is_the_lite_architecture():
     assert models.age_estimator is not None
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= 25 * 2**20  # what git may hold of weights
+    # it has no face recogniser: identity is not offered, and says why (the one check)
+    assert models.available_methods() == ("network", "none", "pixel", "difference")
+    assert "no face recognizer" in models.unavailable_reason("identity")
+    assert all(models.unavailable_reason(m) is None for m in models.available_methods())
+
+
+def test_the_help_names_the_shipped_models_own_strength():
+    from age_cgan.cli import evaluate, infer
+
+    strength = json.loads((DEFAULT_MODEL / "config.json").read_text())["default_strength"]
+    for parser in (infer.parser(), evaluate.parser()):
+        text = " ".join(parser.format_help().split())
+        assert f"{strength:g} for the shipped model's network method" in text
+        assert "the model's, 1)" not in text
+
+
+def test_bad_settings_are_refused_in_one_line_before_the_model_loads(tmp_path, capsys,
+                                                                     monkeypatch):
+    from age_cgan.cli import infer
+
+    def no_load(args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(infer, "_load", no_load)
+    photo = tmp_path / "me.jpg"
+    photo.write_bytes(PORTRAIT.read_bytes())
+    for flags, words in ((["--strength", "-1"], "--strength must be between 0 and 3"),
+                         (["--strength", "1e9"], "--strength must be between 0 and 3"),
+                         (["--strength", "nan"], "got nan"),
+                         (["--source-age", "300"], "from 0 to 100, got 300"),
+                         (["--source-age", "105"], "from 0 to 100, got 105"),
+                         (["--out", str(photo)], "is a photo this command reads")):
+        assert main([str(photo), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    assert photo.read_bytes() == PORTRAIT.read_bytes()
+
+
+def test_the_shipped_model_refuses_what_it_cannot_run_and_records_the_strength(tmp_path,
+                                                                                capsys):
+    wrong = DEFAULT_MODEL / "models" / "age_estimator.keras"
+    assert main([str(PORTRAIT), "--aging-network", str(wrong), "--out",
+                 str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{wrong} holds a network with 1 input and 2 outputs (it looks like the age " \
+        "estimator), not the aging network" in err and "Traceback" not in err
+    assert main([str(PORTRAIT), "--method", "identity", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no face recognizer" in err and "this model runs network, none" in err
+    log = tmp_path / "faces.jsonl"
+    assert main([str(PORTRAIT), "--out", str(tmp_path / "y.png"), "--json", str(log),
+                 "--strength", "0.5"]) == 0
+    record = json.loads(log.read_text())
+    assert record["strength"] == 0.5 and record["method"] == "network"
+    out = capsys.readouterr().out
+    assert "own age guessed by the age estimator" in out
 
 
 def test_difference_keeps_the_photo_and_adds_gs_change(trained_run):

@@ -232,6 +232,23 @@ def all_parsers() -> dict:
     return parsers
 
 
+def test_every_help_renders_as_written():
+    """argparse %-formats each help with the option's fields: a stray "%" ("40% slower")
+    prints a Python dictionary instead, and a broken format string fails the whole --help."""
+    import re
+
+    for name, parser in all_parsers().items():
+        rendered = parser.format_help()  # raises on a broken format string
+        flat = "".join(rendered.split())  # no spaces: argparse wraps at hyphens too
+        assert "option_strings" not in flat and "%(" not in flat and "%%" not in flat, name
+        for action in parser._actions:
+            text = re.sub(r"%\((\w+)\)s", "", action.help or "").replace("%%", "%")
+            words = "".join(text.split())[:60]
+            assert words in flat, (name, action.dest, words)
+        for part in (parser.description or "", parser.usage or ""):
+            assert "%(" not in part.replace("%(prog)s", ""), name
+
+
 def test_every_option_of_every_command_has_help():
     import re
 
@@ -255,7 +272,28 @@ def test_help_says_the_defaults_that_apply():
 
     out = " ".join(infer.parser().format_help().split())
     assert "aged/ in the current folder for the shipped model" in out  # _default_out's rule
-    demo_help = demo.parser().format_help()
+    demo_help = " ".join(demo.parser().format_help().split())
     assert "``" not in demo_help and "four stages" in demo_help
-    assert all(f"{stage} = " in demo_help for stage in ("1", "2", "fr", "3"))
+    assert all(f"{stage} = " in demo_help for stage in ("1", "2", "fr", "3", "age", "aging"))
     assert "(default: True)" not in evaluate.parser().format_help()
+    parsers = all_parsers()
+    usage = parsers["python -m age_cgan.data"].format_usage()
+    assert "python -m age_cgan.data prepare UTKFACE_DIR OUT_DIR" in usage  # not hidden
+    app_help = " ".join(parsers["age-cgan-app"].format_help().split())
+    assert "its default method" in app_help and "Age-cGAN" not in app_help
+
+
+def test_train_py_lists_its_stages_once_in_training_order():
+    from age_cgan.cli.train import DESCRIPTION, parser
+    from age_cgan.config import STAGE_GROUPS, STAGE_ORDER
+    from age_cgan.training import STAGE_CLASSES
+
+    assert tuple(STAGE_CLASSES) == STAGE_ORDER  # the help's order is the training order
+    text = " ".join(parser().format_help().split())
+    positions = [text.index(f"; {stage} = " if i else f"{stage} = ")
+                 for i, stage in enumerate(STAGE_ORDER)]
+    assert positions == sorted(positions)
+    for group, stages in STAGE_GROUPS.items():
+        assert f"{group} = {', '.join(stages)} (" in text
+    assert set(STAGE_GROUPS["all"]) == set(STAGE_ORDER)  # all means every stage
+    assert "1 = " not in DESCRIPTION and "fr = " not in DESCRIPTION  # one list, in --stage

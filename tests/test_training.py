@@ -244,7 +244,7 @@ def test_dry_run_reports_the_plan_and_writes_nothing(trained_run, tiny_faces, tm
     fresh = tmp_path / "fresh"
     common = ["--data", str(tiny_faces), "--data-cache", str(tmp_path / "cache"),
               "--batch-size", "4", "--image-size", "32", "--no-progress", "--dry-run"]
-    assert main(["--stage", "all", "--run", str(fresh), "--epochs", "2"] + common) == 0
+    assert main(["--stage", "age-cgan", "--run", str(fresh), "--epochs", "2"] + common) == 0
     out = capsys.readouterr().out
     assert not fresh.exists()  # nothing written
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}

@@ -12,7 +12,7 @@
 # training stage is sized in steps from its budget and an assumed speed (override with the
 # variables below), and a stage stopped by its budget is saved from its last checkpoint.
 #
-# Environment (all optional): OUT (set by the device tool), GPU_JOB_SECONDS (deadline, 540),
+# Environment (all optional): OUT (where the results go), GPU_JOB_SECONDS (deadline, 540),
 # GPU_JOB_WORK (/tmp/gpu_job), BATCH (512), FR_EPOCHS (10), S3_EPOCHS (5), EVAL_LIMIT (700),
 # EVAL_PER_AGE (100), EVAL_MAX_MIB (15.5), BUDGET_{S1,S2,FR,S3,INFER,EXPORT,BENCH},
 # RATE_{S1,S2,FR,S3} (images/s assumed to size the steps), BENCH_STEPS (20), PYTHON (python3),
@@ -35,7 +35,7 @@ JOBLOG=$LOGS/job.log
 TIMINGS=$LOGS/timings.tsv
 rm -rf "$WORK/run" "$LOGS" "$WORK/stage" && mkdir -p "$OUT" "$LOGS" "$WORK"
 printf 'phase\trc\tseconds\tbudget\tsteps\n' >"$TIMINGS"
-# The device tool's limits on what comes back (tools/README.md): at most 8 files under $OUT,
+# What a batch machine may let come back (tools/README.md): at most 8 files under $OUT,
 # each under 16 MiB. The library knows none of this: the faces file is kept under
 # EVAL_MAX_MIB by `evaluate.py --max-mib`, a little below the limit.
 FILES_BACK=8

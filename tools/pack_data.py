@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Pack a face folder into one .npz for the GPU machine, and unpack it there.
 
-The GPU machine has no copy of the data and receives at most 64 MiB with the project (tree,
-Keras wheels and data together; see tools/README.md). utkface64's 22,182 JPEGs are 59 MB as
+A batch GPU machine may have no copy of the data and take little with the project (64 MiB for
+the tree, the Keras wheels and the data together is what this is sized for; tools/README.md). utkface64's 22,182 JPEGs are 59 MB as
 files, its decoded uint8 array 272 MB, so the pack keeps the JPEG files' own bytes, unchanged,
 in one uint8 buffer with offsets (no object arrays, no pickle), compressed by
 ``np.savez_compressed`` (deflate saves ~9%: the files' JPEG tables repeat), and the
 folder's ``dlib_descriptors.npz`` rows aligned to the files, as float16 by default (the
 largest change is 2.4e-4 on components of about 0.1; FR distillation's teacher).
 
-Measured on ../shared/data/utkface64: 59.3 MB of JPEG files and 11.4 MB of descriptors pack
+Measured on a prepared UTKFace folder (utkface64): 59.3 MB of JPEG files and 11.4 MB of descriptors pack
 to 59.2 MB (56.5 MiB) in 3 s, which leaves room for the Keras wheels (3.1 MiB) and the tree.
 
 Unpacking rebuilds the folder as it was (``DEST/images/<name>`` with the original bytes, and
@@ -17,7 +17,7 @@ Unpacking rebuilds the folder as it was (``DEST/images/<name>`` with the origina
 runs the ordinary ``train.py --data DEST``: the same reader, decode, split and teacher lookup
 as here, no special code path. Unpacking needs only numpy.
 
-    python tools/pack_data.py ../shared/data/utkface64            # -> .gpu-data/utkface64.npz
+    python tools/pack_data.py ~/data/utkface64                    # -> .gpu-data/utkface64.npz
     python tools/pack_data.py --unpack .gpu-data/utkface64.npz /tmp/utkface64
 
 Packing also crops a photo's face with ``age_cgan.faces`` (dlib's detector, here) into
@@ -39,7 +39,7 @@ import numpy as np
 FORMAT = 1
 TEACHER_FILE = "dlib_descriptors.npz"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-#: What the device tool carries in all (tree, wheels, data).
+#: What a batch machine takes with the project in all (tree, wheels, data), as sized for.
 CARRY_LIMIT = 64 * 2**20
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # age_cgan, for packing (unpacking needs numpy only)
@@ -154,7 +154,7 @@ def crop_photo(photo, out_dir, size: int) -> Path | None:
 
 
 def _carry_report(out: Path) -> str:
-    """The pack's size next to what else the device tool carries."""
+    """The pack's size next to what else goes with the project."""
     wheels = sum(p.stat().st_size for p in (REPO / ".whl").glob("*.whl")) \
         if (REPO / ".whl").is_dir() else 0
     data = sum(p.stat().st_size for p in out.parent.rglob("*") if p.is_file())
@@ -169,8 +169,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="tools/pack_data.py", description=__doc__,
                                 formatter_class=DocstringHelpFormatter)
-    p.add_argument("source", nargs="?", default=str(REPO.parent / "shared/data/utkface64"),
-                   help="a face folder (images in it or in images/, dlib_descriptors.npz "
+    p.add_argument("source", help="a face folder (images in it or in images/, dlib_descriptors.npz "
                    "beside), or with --unpack the pack to read")
     p.add_argument("dest", nargs="?", help="--unpack: the folder to rebuild")
     p.add_argument("--unpack", action="store_true", help="rebuild the folder from a pack")

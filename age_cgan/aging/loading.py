@@ -42,7 +42,7 @@ def run_config(folder: RunFolder, given: dict) -> dict:
             f"run folder {folder.path} is incomplete: "
             + ", ".join(str(folder.model_path(name)) for name in needed)
             + f" missing. Finish training first: {trained_by(needed[0], run=str(folder.path))}"
-            f" (or {setting('stage', 'all')})."
+            f" (or {setting('stage', 'age-cgan')})."
         )
     return config
 

@@ -20,8 +20,8 @@ from age_cgan.ages import AgeBins
 from age_cgan.aging.difference import difference_changes
 from age_cgan.aging.latent import optimize_latents
 from age_cgan.aging.methods import (CHANGE_METHODS, DEFAULT_STEPS, DEFAULT_STRENGTH,
-                                    FALLBACK_METHOD, LATENT_MODE, LEARNING_RATE, OPTIMIZE_MODES,
-                                    check_method)
+                                    FALLBACK_METHOD, LATENT_MODE, LEARNING_RATE, METHOD_NEEDS,
+                                    METHODS, OPTIMIZE_MODES, PHOTO_METHODS, check_method)
 from age_cgan.aging.loading import (PROTOTYPES_FILE, load_network, load_prototypes, resized,
                                     run_config)
 from age_cgan.aging.network import estimate_ages, network_changes
@@ -142,21 +142,56 @@ class AgingModels:
                                f"another {setting('method')}", network)
         return model
 
+    def has(self, network: str) -> bool:
+        """Whether the model holds ``network`` (an attribute named as in ``METHOD_NEEDS``); the
+        face recogniser counts when trained (the run's, or a file given), not one built
+        untrained on first use."""
+        if network == "face_recognizer":
+            return self._face_recognizer is not None or (
+                self.run is not None and self.run.has_model("face_recognizer"))
+        return getattr(self, network, None) is not None
+
+    def unavailable_reason(self, method: str) -> str | None:
+        """Why this model cannot run ``method`` (the first network it lacks, and how to get
+        it), or None when it can: the one check infer.py, the page and evaluate.py use."""
+        missing = self._missing(method)
+        if missing is None:
+            return None
+        if missing == "prototypes":
+            return (f"{self._where()} has no age prototypes ({PROTOTYPES_FILE}), which the "
+                    f"{method} method needs: build them with python -m age_cgan.prototypes build")
+        return (f"{self._where()} has no {missing.replace('_', ' ')} (models/{missing}.keras), "
+                f"which the {method} method needs: train it with {trained_by(missing)}")
+
+    def _missing(self, method: str) -> str | None:
+        """The first network ``method`` needs that this model lacks, or None."""
+        check_method(method)
+        return next((n for n in METHOD_NEEDS[method] if not self.has(n)), None)
+
+    def _where(self) -> str:
+        return "these networks" if self.run is None else str(self.run.path)
+
+    def available_methods(self) -> tuple[str, ...]:
+        """The methods this model can run, its default first."""
+        default = self.default_method()[0]
+        return (default, *(m for m in METHODS
+                           if m != default and self.unavailable_reason(m) is None))
+
     def default_method(self) -> tuple[str, str | None]:
         """(the method to use when none is asked for, a one-line note when that is a fallback):
         the aging network where the model has it, else the model's own Age-cGAN method."""
         named = self.config.get("default_method")
-        where = self.run.path if self.run is not None else "these networks"
-        if named == "prototype" and self.prototypes is not None:
+        if named == "prototype" and self.unavailable_reason("prototype") is None:
             return "prototype", None
-        if self.aging_network is not None:
-            return "network", (f"{where} has no usable {PROTOTYPES_FILE}: using the aging "
-                               "network" if named == "prototype" else None)
-        if self.prototypes is not None:
+        if self.unavailable_reason("network") is None:
+            return "network", (f"{self._where()} has no usable {PROTOTYPES_FILE}: using the "
+                               "aging network" if named == "prototype" else None)
+        if self.unavailable_reason("prototype") is None:
             return "prototype", None
         method = named if named in OPTIMIZE_MODES else FALLBACK_METHOD
-        return method, (f"{where} has no aging network (models/aging_network.keras): using the "
-                        f"Age-cGAN method {method}")
+        missing = self._missing("network")
+        return method, (f"{self._where()} has no {missing.replace('_', ' ')} "
+                        f"(models/{missing}.keras): using the Age-cGAN method {method}")
 
     def need_prototypes(self) -> Prototypes:
         """The age prototypes, or a MissingModel naming the file and the command that builds it."""
@@ -348,6 +383,8 @@ class AgingModels:
         elif self.age_estimator is not None:
             guess, p, y = self.estimate_sources(face[None])
             source, confidence, years = int(guess[0]), float(p[0]), float(y[0])
+            if self.bins.category(years) != source:  # one guess: years that fall in another
+                years = None  # category than the guessed one would contradict it
             by = "age estimator"
         else:
             at_z0 = self.generate(self.encode(face[None])[0] if z0 is None else z0,
@@ -388,5 +425,6 @@ class AgingModels:
             source_label=self.bins.labels[source], source_given=source_age is not None,
             z0=z0, z=None if z is None else np.asarray(z), optimize=optimize, steps=steps_done,
             loss_history=history, seconds=time.perf_counter() - start,
-            source_confidence=confidence, source_years=years, source_by=by, **details)
+            source_confidence=confidence, source_years=years, source_by=by,
+            strength=float(strength) if optimize in PHOTO_METHODS else None, **details)
 

@@ -37,8 +37,9 @@ class AgedFace:
     loss_history: list[float]  # the loss at z0, then after each step ([] for no optimisation)
     seconds: float
     source_confidence: float | None = None  # the age estimator's probability of its guess
-    source_years: float | None = None  # the age estimator's years
+    source_years: float | None = None  # the age estimator's years, where in source_category
     source_by: str = "given"  # "given", "age estimator" or "nearest reconstruction"
+    strength: float | None = None  # how much of the change was added (change methods only)
     detail: np.ndarray | None = None  # (D, D, 3) the input crop at its own size
     aged_detail: np.ndarray | None = None  # (n, D, D, 3)
     reconstruction_detail: np.ndarray | None = None
@@ -63,6 +64,7 @@ class AgedFace:
             "source_years": None if self.source_years is None else round(self.source_years, 1),
             "method": self.optimize,
             "optimize": self.optimize,
+            "strength": self.strength,
             "steps": self.steps,
             "loss_start": round(history[0], 6) if history else None,
             "loss_end": round(min(history), 6) if history else None,

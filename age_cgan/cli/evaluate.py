@@ -69,17 +69,20 @@ def parser() -> argparse.ArgumentParser:
                    "--per-age")
     p.add_argument("--per-age", type=int, default=defaults.per_age,
                    help="generated faces per age category")
+    from age_cgan.aging.methods import METHODS
+
     p.add_argument("--methods", default="all",
-                   help="per-photo methods: 'all' (every one age_cgan.aging.METHODS lists) or "
-                   "a comma list of their names (none = z0, pixel = z*_pixel, identity = z*_IP, "
-                   "difference, ...; the paper's names z0, z*_pixel, z*_IP work too). The "
-                   "identity table shows the paper's three among them; the aging section "
-                   "(aged real faces) all of them")
+                   help=f"per-photo methods: 'all' (each of {', '.join(METHODS)} the run's "
+                   "networks can run) or a comma list of their names (the paper's names z0, "
+                   "z*_pixel, z*_IP for none, pixel and identity work too). The identity table "
+                   "shows the paper's three among them; the aging section (aged real faces) all "
+                   "of them")
     p.add_argument("--no-aging", dest="aging", action="store_false",
                    help="turn off the aging section (test faces aged to every other category "
                    "by each method, judged): the quicker evaluation of the other sections")
-    p.add_argument("--strength", type=float, default=None, help="how much of their change the "
-                   "network and difference methods add to the photo (default: the model's, 1)")
+    from age_cgan.cli.explain import strength_help
+
+    p.add_argument("--strength", type=float, default=None, help=strength_help())
     p.add_argument("--pixel-steps", type=int, help="Adam steps per face for z*_pixel "
                    "(default: infer.py's)")
     p.add_argument("--identity-steps", type=int, help="Adam steps per face for z*_IP "
@@ -120,6 +123,11 @@ def _check_numbers(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {value}")
     if args.max_mib is not None and not args.max_mib > 0:
         raise ValueError(f"--max-mib must be above 0, got {args.max_mib}")
+    from age_cgan.aging.methods import strength_problem
+
+    problem = strength_problem(args.strength)
+    if problem:
+        raise ValueError(f"--strength {problem}")
 
 
 def _output_problem(args) -> str | None:

@@ -1,6 +1,6 @@
 """``python infer.py PHOTO [PHOTO|DIR ...]``: each face in the photos at every age category.
 
-For each face: one PNG grid ``input crop | reconstruction | each age``, labelled with the age
+For each face: one PNG grid ``input crop | the face at its own age | each age``, labelled with the age
 ranges (optionally the separate images too, and one JSON line of paths and numbers). A folder of
 photos keeps going past a bad file and lists the failures at the end.
 
@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 from age_cgan.cli import HelpFormatter
+from age_cgan.cli.explain import method_help, own_age_label, own_age_line, strength_help
 from age_cgan.cli.words import cli_message
 from age_cgan.errors import AgeCganError
 from age_cgan.files import WriteFailed, writing
 
 PROG = "infer.py"
-METHODS = ("none", "pixel", "identity", "difference", "network")  # age_cgan.aging.METHODS (not
-#                                                                 imported: --help loads no Keras)
 GRID_SUFFIXES = (".png",)
 
 
@@ -61,23 +60,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="a .png file (one face), or a folder for one grid per face "
                    "(default: aged/ in the current folder for the shipped model, a --model "
                    "folder or --encoder/--generator files; RUN/infer/ for a --run RUN)")
+    from age_cgan.aging.methods import METHODS
+    from age_cgan.pretrained import shipped_defaults
+
+    default = shipped_defaults().get("method", "network")
     p.add_argument("--method", "--optimize", dest="optimize", default=None,
                    choices=list(METHODS),
-                   help="the per-photo method: network = the photo plus the aging network's "
-                   "change (the default where the model has one, as the shipped model does); "
-                   "Age-cGAN's: none = z0 = E(x); pixel / identity = the paper's z*_pixel / "
-                   "z*_IP (latent optimisation with G frozen; identity needs a trained face "
-                   "recogniser); difference = the photo plus G's age change at the z*_pixel "
-                   "pivot (a model without an aging network uses its own Age-cGAN method and "
-                   "says so)")
-    p.add_argument("--strength", type=float, default=None, help="network / difference: how "
-                   "much of the change is added (default: the model's, 1)")
+                   help=f"the per-photo method (default: the model's own, {default} for the "
+                   "shipped model; a model that lacks a method's networks refuses it and "
+                   f"names them): {method_help(default)}")
+    p.add_argument("--strength", type=float, default=None, help=strength_help())
     p.add_argument("--opt-steps", type=int, default=None, help="Adam steps on z (default: "
                    "100 for pixel and difference, 50 for identity)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate on z "
                    "(default: 0.02)")
     p.add_argument("--source-age", type=float, default=None, help="the person's age in the "
-                   "photo, in years: the category the face is aged from (default: the age "
+                   "photo, in years (0-100): the category the face is aged from (default: the age "
                    "estimator's guess, printed with its confidence; a model without one takes "
                    "the category whose reconstruction is nearest to the face)")
     p.add_argument("--ages", default="all", help="'all', or a comma list of categories "
@@ -152,7 +150,7 @@ def _grid(aged, zoom: int):
     from age_cgan.visualize import labelled_grid
 
     images = _images(aged)
-    labels = ["input", f"recon {aged.source_label}", *aged.labels]
+    labels = ["input", own_age_label(aged), *aged.labels]
     size = max(aged.face.shape[0] * zoom, images[0].shape[0])
     images = [i if i.shape[0] == size else
               np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BICUBIC))
@@ -178,19 +176,21 @@ def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
     paths = {"grid": str(grid_path)}
     if separate:
         folder = grid_path.with_suffix("")
-        names = ["input", "reconstruction", *(f"age_{label}" for label in aged.labels)]
+        names = ["input", "own_age", *(f"age_{label}" for label in aged.labels)]
         paths["images"] = {}
         for name, label, image in zip(names, labels, _images(aged)):
             path = folder / f"{name.replace('+', 'plus')}.png"
             save_png(image, path, "an aged face")
-            paths["images"][label] = str(path)
+            paths["images"][label.replace("\n", " ")] = str(path)
     return paths
+
+
+class MethodUnavailable(AgeCganError, ValueError):
+    """The asked method needs a network the model lacks (``AgingModels.unavailable_reason``)."""
 
 
 def _load(args):
     """(models, categories, detector) or a RunFolderError / ValueError / ImportError to report."""
-    import warnings
-
     from age_cgan.aging import AgingModels
     from age_cgan.faces import FaceDetector
 
@@ -211,22 +211,16 @@ def _load(args):
         args.optimize, note = models.default_method()
         if note:
             print(f"{PROG}: {note} (--method to choose another)", file=sys.stderr)
-    elif args.optimize == "network":
-        models.need("aging_network")
-    elif args.optimize == "prototype":
-        models.need_prototypes()
+    reason = models.unavailable_reason(args.optimize)
+    if reason:
+        raise MethodUnavailable(f"{reason}, or choose another --method: this model runs "
+                                f"{', '.join(models.available_methods())}")
     if args.strength is None:
         args.strength = models.default_strength(args.optimize)
     categories = parse_ages(args.ages, models.bins)
     if args.source_age is not None and models.bins.category(args.source_age) < 0:
-        raise ValueError(f"--source-age {args.source_age:g} is in no age category "
-                         f"({models.bins.spec})")
-    if args.optimize == "identity":
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            models.face_recognizer  # noqa: B018 (load or build it now: its warning comes first)
-        for warning in caught:
-            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        raise ValueError(f"--source-age {args.source_age:g} is in none of this model's age "
+                         f"categories ({models.bins.spec})")
     return models, categories, FaceDetector()
 
 
@@ -259,9 +253,7 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
         out = sys.stderr if log is sys.stdout else sys.stdout
         print(f"{photo} face {index + 1}/{len(faces)} -> {paths['grid']}{moved}", file=out)
         if aged.source_confidence is not None:
-            print(f"  own age guessed by the age estimator: {aged.source_label} (confidence "
-                  f"{aged.source_confidence:.0%}, about {aged.source_years:.0f} years; "
-                  "--source-age YEARS to give it)", file=out)
+            print(f"  {own_age_line(aged)}", file=out)
         for verdict in record.get("score", []):
             print(f"  {verdict['age']}: dlib distance {verdict['distance']:.3f}, same person: "
                   f"{'yes' if verdict['same_person'] else 'no'}; estimated age "
@@ -306,13 +298,32 @@ def _summary(written: int, photos: list, failures: list) -> int:
     return 1
 
 
-def _default_out(models) -> Path:
-    """RUN/infer for a training run; ./aged for a packaged model (never inside the package)."""
+def _default_out(args) -> Path:
+    """RUN/infer for a training run; ./aged for a packaged model (the shipped one, --model)
+    or network files (never inside the package): known before any network loads."""
     from age_cgan.pretrained import CHECKSUMS
 
-    if models.run is None or (models.run.path / CHECKSUMS).is_file():
+    if args.run is None or args.model is not None or (Path(args.run) / CHECKSUMS).is_file():
         return Path("aged")
-    return models.run.path / "infer"
+    return Path(args.run) / "infer"
+
+
+def _settings_problem(args) -> str | None:
+    """Why the settings cannot work, checked before the model loads (seconds), or None."""
+    from age_cgan.aging.methods import strength_problem
+    from age_cgan.ages import MAX_AGE
+
+    if args.opt_steps is not None and args.opt_steps < 0:
+        return "--opt-steps must be >= 0"
+    if args.zoom < 1:
+        return "--zoom must be >= 1"
+    problem = strength_problem(args.strength)
+    if problem:
+        return f"--strength {problem}"
+    if args.source_age is not None and not 0 <= args.source_age <= MAX_AGE:
+        return (f"--source-age must be the person's age in years, from 0 to {MAX_AGE}, got "
+                f"{args.source_age:g}")
+    return None
 
 
 GRID_NAME = re.compile(r"_aged(_\d+)?\.png$")  # what Outputs.grid_path names a grid
@@ -331,21 +342,27 @@ def _check_outputs(outputs: Outputs, photos: list, named, json_path) -> tuple[li
     named = {Path(p).resolve() for p in named}
     photos = [p for p in photos if p.resolve() in named or p.resolve().parent != folder
               or not GRID_NAME.search(p.name)]
-    if outputs.is_file and outputs.out.resolve() in {p.resolve() for p in photos}:
+    if outputs.out.resolve() in {p.resolve() for p in photos}:  # me.png, or me.jpg
         return photos, (f"--out {outputs.out} is a photo this command reads: its grid would "
-                        "replace it. Choose another --out.")
+                        "replace it. Choose another --out (a .png file or a folder).")
     problem = writable_problem(outputs.out, folder=not outputs.is_file)
     if problem is None and json_path not in (None, "-"):
         problem = writable_problem(json_path)
-    return photos, problem and f"cannot write the output: {problem}"
+    if problem:
+        return photos, f"cannot write the output: {problem}"
+    return photos, None if photos else "no photos to read (only grids this writes)"
+
+
+def _refuse(problem: str) -> int:
+    print(f"{PROG}: error: {problem}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.opt_steps is not None and args.opt_steps < 0:
-        parser().error("--opt-steps must be >= 0")
-    if args.zoom < 1:
-        parser().error("--zoom must be >= 1")
+    problem = _settings_problem(args)
+    if problem:  # one line, before the model loads
+        return _refuse(problem)
     from age_cgan.faces import PhotoError, list_photos
 
     photos, failures = list_photos(args.photos)
@@ -354,18 +371,19 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: {path}: {reason}", file=sys.stderr)
         print(f"{PROG}: error: no photos to read", file=sys.stderr)
         return 2
+    outputs = Outputs(Path(args.out or _default_out(args)), single=len(photos) == 1)
+    if args.out is not None:  # a given --out is checked before the model loads (seconds)
+        photos, problem = _check_outputs(outputs, photos, args.photos, args.json)
+        if problem:
+            return _refuse(problem)
     try:
         models, categories, detector = _load(args)
     except (AgeCganError, ValueError, ImportError, RuntimeError) as error:  # RunFolderError, ...
-        print(f"{PROG}: error: {cli_message(error)}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else _default_out(models)
-    outputs = Outputs(out, single=len(photos) == 1)
-    photos, problem = _check_outputs(outputs, photos, args.photos, args.json)
-    if problem or not photos:
-        print(f"{PROG}: error: {problem or 'no photos to read (only grids this writes)'}",
-              file=sys.stderr)
-        return 2
+        return _refuse(cli_message(error))
+    if args.out is None:  # the default (RUN/infer) once the run folder is known to be one
+        photos, problem = _check_outputs(outputs, photos, args.photos, args.json)
+        if problem:
+            return _refuse(problem)
     log = None
     if args.json:
         if args.json != "-":

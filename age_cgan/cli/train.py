@@ -16,11 +16,13 @@ from age_cgan.cli import HelpFormatter, add_verbose
 from age_cgan.cli.words import cli_message, flag, flag_words
 from age_cgan.config import TrainConfig
 from age_cgan.errors import AgeCganError, render
+from age_cgan.helpformat import escape_percent
 
 DESCRIPTION = (
-    "Train Age-cGAN: 1 = conditional GAN, 2 = encoder (initial latent approximation), 3 = "
-    "identity-preserving encoder fine-tuning, all = 1, 2, 3 in order, fr = the face recogniser "
-    "stage 3 uses (train it before stage 3). The backend is KERAS_BACKEND (tensorflow by "
+    "Train the networks of an aging model in a run folder: one stage or a group of them "
+    "(--stage, listed below), or every stage with the shipped model's settings (--recipe "
+    "lite; with --stage, only those stages of it). Every planned stage is checked before the "
+    "first one trains; --dry-run prints the plan. The backend is KERAS_BACKEND (tensorflow by "
     "default, or jax). Watch it with `tensorboard --logdir logs`.")
 
 
@@ -48,7 +50,10 @@ def add_setting(target, field: dataclasses.Field, hint) -> None:
     """One option for a TrainConfig field: a switch for a bool, else a typed value."""
     meta, name = field.metadata, field.name
     kinds = _kinds(hint)
-    options = {"dest": name, "default": field.default, "help": setting_help(field)}
+    options = {"dest": name, "default": field.default, "help": escape_percent(setting_help(field))}
+    if name == "stage":  # None: not given, so that --recipe runs all of its stages
+        options.update(default=None, help=options["help"] + f" (default: {field.default}; "
+                       "with --recipe: every stage of the recipe)")
     if kinds == (bool,) and field.default is True:  # on by default: --no-NAME turns it off
         options["help"] += " (on by default: this flag turns it off)"
         target.add_argument(flag(name, False), action="store_false", **options)
@@ -69,10 +74,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description=DESCRIPTION,
                                 formatter_class=HelpFormatter)
     p.add_argument("--recipe", choices=["lite"],
-                   help="train a whole model by a fixed recipe instead of one --stage: lite = "
-                   "the shipped CPU model (--arch lite; stages 1, 2, fr, 3, age, aging; about "
-                   "two hours on 2 CPU cores). With --dry-run it prints the plan and the expected time; cut off, "
-                   "continue it with the same command and --resume")
+                   help="train with a fixed recipe's settings: lite = the shipped CPU model "
+                   "(--arch lite, batch 64, each stage's steps; stages 1, 2, fr, 3, age, aging: "
+                   "about two hours on 2 CPU cores; with --stage network only age and aging, "
+                   "about an hour). With --dry-run it prints the plan and the expected time; "
+                   "cut off, continue it with the same command and --resume")
     p.add_argument("--dry-run", action="store_true",
                    help="check the run folder and the data, print each stage's steps, images "
                    "and epochs, and stop: nothing is trained or written to the run folder")
@@ -88,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> TrainConfig:
-    values = vars(args)
-    return TrainConfig(**{k: values[k] for k in TrainConfig.__dataclass_fields__ if k in values})
+    values = {k: v for k, v in vars(args).items()
+              if k in TrainConfig.__dataclass_fields__ and not (k == "stage" and v is None)}
+    return TrainConfig(**values)
 
 
 def main(argv=None) -> int:
@@ -102,12 +109,14 @@ def main(argv=None) -> int:
 
     try:
         if args.recipe:
+            from age_cgan.config import stages_of
             from age_cgan.training.recipe import format_recipe_plan, run_recipe
 
+            only = None if args.stage is None else stages_of(args.stage)
             if args.dry_run:
-                print(format_recipe_plan(args.recipe, config, flag_words))
+                print(format_recipe_plan(args.recipe, config, flag_words, only))
             else:
-                record = run_recipe(args.recipe, config)
+                record = run_recipe(args.recipe, config, only)
                 print(f"recipe {args.recipe} done in {record['total_wall_seconds'] / 60:.1f} "
                       f"minutes (wall time per stage in {config.run}/recipe.json)")
         elif args.dry_run:

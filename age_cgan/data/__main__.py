@@ -31,12 +31,15 @@ def parser() -> argparse.ArgumentParser:
     """The summary command: decode a source into the cache and print what it holds."""
     p = argparse.ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
-        description="Decode a face source once into the cache and print what it holds. To make "
-        "a 64 px folder from the UTKFace download first, see: "
-        f"{PROG} prepare --help")
-    p.add_argument("source", help="wiki.mat / imdb.mat, a UTKFace folder, or a CSV "
-                   "(path,age[,identity]), or a folder holding one of them (a folder named "
-                   "'prepare': write ./prepare)")
+        usage=f"{PROG} prepare UTKFACE_DIR OUT_DIR [--size 64] [--descriptors] ...\n"
+        f"       {PROG} [options] SOURCE",
+        description=f"Two commands. {PROG} prepare UTKFACE_DIR OUT_DIR makes the folder the "
+        "training commands read (train.py --data OUT_DIR) from the UTKFace download: see "
+        f"{PROG} prepare --help. {PROG} SOURCE decodes a face source once into the cache and "
+        "prints what it holds (faces per age category, the train/test split).")
+    p.add_argument("source", metavar="SOURCE", help="wiki.mat / imdb.mat, a UTKFace folder, a "
+                   "CSV (path,age[,identity]), or a folder holding one of them (a folder that "
+                   "is really named 'prepare': give it as ./prepare)")
     p.add_argument("--image-size", type=int, default=64, help="square face side in pixels")
     p.add_argument("--age-bins", default=None,
                    help="age categories, e.g. '0-18,19-29,60+' (default: the paper's six)")

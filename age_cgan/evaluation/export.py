@@ -102,8 +102,8 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
     run = RunFolder(run_dir)
     config = run.read_config()
     models = models or AgingModels.from_run(run.path)
-    if settings.aging_methods is None and models.aging_network is None:
-        aging_names = tuple(m for m in aging_names if m != "network")  # a model without it
+    if settings.aging_methods is None:  # 'all': those the model has the networks for
+        aging_names = tuple(m for m in aging_names if models.unavailable_reason(m) is None)
     test, train = load_test_faces(config, dataset, settings.limit, settings.seed,
                                   settings.progress)
 

@@ -87,6 +87,17 @@ def verified_run(folder=None) -> Path:
     return verify(Path(folder) if folder is not None else DEFAULT_MODEL)
 
 
+def shipped_defaults() -> dict:
+    """The shipped model's default per-photo ``method`` and its ``strength``, read from its
+    config.json without loading a network (what the help texts name); {} without one."""
+    try:
+        config = json.loads((DEFAULT_MODEL / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"method": config.get("default_method", "network"),
+            "strength": float(config.get("default_strength", 1.0))}
+
+
 def write_checksums(folder: Path, names) -> Path:
     """Write ``folder/SHA256SUMS`` for the given relative paths."""
     folder = Path(folder)

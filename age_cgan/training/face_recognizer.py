@@ -43,7 +43,8 @@ from age_cgan.errors import AgeCganError, setting
 from age_cgan.evaluation.metrics.teacher import agreement_with_teacher, centred_cosine
 from age_cgan.evaluation.pairs import embed, verify_pairs
 from age_cgan.files import atomic_path
-from age_cgan.judges import DLIB_MODEL_NAME, DLIB_THRESHOLD, find_teacher_file, teacher_descriptors
+from age_cgan.judges import (DLIB_MODEL_NAME, DLIB_THRESHOLD, TEACHER_FILE, find_teacher_file,
+                             teacher_descriptors)
 from age_cgan.runs import RunFolder, face_recognizer_weights, write_json_atomic
 from age_cgan.training.stage import Stage
 
@@ -276,8 +277,10 @@ def _identity_ints(identities) -> np.ndarray:
     return ids
 
 
-def _targets(dataset, teacher_file, identity_weight):
-    """The teacher (from the descriptor file) and integer identities of the dataset's rows."""
+def _targets(dataset, teacher_file, identity_weight, data=None):
+    """The teacher (from the descriptor file) and integer identities of the dataset's rows;
+    NothingToLearn (naming the command that makes the descriptors) when neither covers the
+    training faces. ``data``: the faces' source as the command named it (for the message)."""
     found = teacher_descriptors(dataset.paths, teacher_file, dataset.image_size)
     if found is None:
         found = (np.zeros((len(dataset), 128), np.float32), np.zeros(len(dataset), bool))
@@ -286,12 +289,20 @@ def _targets(dataset, teacher_file, identity_weight):
     identity = _identity_ints(dataset.identities)
     use_identity = identity_weight > 0 and bool((identity[train_rows] >= 0).any())
     if not teacher.found[train_rows].any() and not use_identity:
-        raise NothingToLearn(
-            "nothing to train FR on: no dlib_descriptors.npz covers these faces (none beside "
-            "them, or their files are not image_size pixels as the descriptors assume; make one "
-            f"with age_cgan.judges.FaceVerifier, or name one with {setting('fr_teacher')}) and "
-            "the data has no identities")
+        raise NothingToLearn(_no_teacher(teacher_file, data or "DATA", dataset.image_size))
     return teacher, identity, use_identity
+
+
+def _no_teacher(teacher_file, data, size: int) -> str:
+    """Stage fr's refusal without descriptors: what is missing and the command that makes it."""
+    where = (f"{teacher_file} covers none of the training faces" if teacher_file else
+             f"no {TEACHER_FILE} beside the faces of {data} covers them (or it describes "
+             f"faces of another size than {size} px)")
+    return (f"stage fr distils dlib's descriptors of the training faces, and {where}; the "
+            "data has no identities either. Make them with `python -m age_cgan.data prepare "
+            f"UTKFACE_DIR {data} --size {size} --descriptors --overwrite` (needs pip install "
+            f"\"age-cgan[eval]\"; about an hour for UTKFace on 2 CPU cores), or name a "
+            f"descriptor file with {setting('fr_teacher')}")
 
 
 class FaceRecognizerStage(Stage):
@@ -309,9 +320,14 @@ class FaceRecognizerStage(Stage):
     name = STAGE
     trains = (NETWORK,)
 
+    @classmethod
+    def check_data(cls, config, dataset) -> None:
+        """Refuse data without descriptors (or identities) before any stage trains."""
+        _targets(dataset, config.fr_teacher, config.fr_identity_weight, config.data)
+
     def __init__(self, config, run: RunFolder, dataset=None, model: keras.Model | None = None):
         self.teacher, self.identity, self.use_identity = _targets(
-            dataset, config.fr_teacher, config.fr_identity_weight)
+            dataset, config.fr_teacher, config.fr_identity_weight, config.data)
         weights = face_recognizer_weights(None, config.fr_weights, default="none")
         self.weights = None if weights == "none" else weights
         self.freeze = ((self.weights is not None) if config.fr_freeze_backbone is None

@@ -9,6 +9,7 @@ stages can run in its order (``check_ready``). Nothing here restates what a stag
 
 from __future__ import annotations
 
+from age_cgan.config import group_of
 from age_cgan.errors import setting, trained_by
 from age_cgan.runs import MissingModel, RunFolder
 from age_cgan.training.aging_stages import AgeEstimatorStage, AgingStage
@@ -42,7 +43,7 @@ def check_ready(run: RunFolder, stages, config) -> None:
             raise MissingModel(
                 f"stage {stage} needs {needed} in {run.path}, which an earlier stage writes: "
                 f"run {trained_by(missing[0], run=str(run.path))} first (or "
-                f"{setting('stage', 'all')}).", missing[0])
+                f"{setting('stage', group_of(maker_of(missing[0]), stage))}).", missing[0])
         made.update(STAGE_CLASSES[stage].trains_for(config))
 
 

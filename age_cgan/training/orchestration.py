@@ -17,7 +17,7 @@ import keras
 from age_cgan.backend import BACKEND, Step
 from age_cgan.backend.devices import device_count, is_chief, placement as device_placement
 from age_cgan.backend.memory import describe, out_of_memory
-from age_cgan.config import NETWORK_KEYS, STAGES, TrainConfig
+from age_cgan.config import NETWORK_KEYS, TrainConfig, stages_of
 from age_cgan.data.sampler import SamplerStateMismatch
 from age_cgan.errors import SettingError, python_words, render, setting
 from age_cgan.files import WriteFailed
@@ -61,19 +61,42 @@ def load_data(config: TrainConfig):
     return dataset
 
 
-def _prepare(config: TrainConfig):
+def _prepare(config: TrainConfig, configs=None):
     """What ``train`` and ``plan`` check and load first: (the config with the run folder's
-    settings, the run folder, the stages in order, the data or None when no stage needs it)."""
+    settings, the run folder, the stages in order, the data or None when no stage needs it).
+
+    ``configs``: one config per planned stage (a recipe's, each with its own settings; default:
+    ``config`` for each stage ``config.stage`` names). Every planned stage is checked before
+    any trains: the networks it needs from an earlier stage, the device split, the batch and
+    what it needs of the data (stage fr: dlib's descriptors)."""
     config = resolve_config(config)
     run = RunFolder(config.run)
-    stages = STAGES if config.stage == "all" else (config.stage,)
+    configs = ([config.replace(stage=s) for s in stages_of(config.stage)] if configs is None
+               else [resolve_config(c) for c in configs])
+    stages = tuple(c.stage for c in configs)
     check_ready(run, stages, config)
-    device_count(config.devices, config.batch_size)  # an uneven split fails before any work
+    for each in configs:  # an uneven split fails before any work
+        device_count(each.devices, each.batch_size)
     dataset = None
     if any(STAGE_CLASSES[s].needs_data for s in stages):
         dataset = load_data(config)
-        _check_batch(config, dataset, stages)
+        for each in configs:
+            if STAGE_CLASSES[each.stage].needs_data:
+                _check_batch(each, dataset, (each.stage,))
+                STAGE_CLASSES[each.stage].check_data(each, dataset)
     return config, run, stages, dataset
+
+
+def check_stages(configs: list[TrainConfig], resume_checks: bool = True):
+    """Check every stage of ``configs`` (one config per stage, in training order) before any
+    trains, as ``train`` checks its own stages: a refusal comes before an hour of stage 1, not
+    after it. ``resume_checks``: also each stage's checkpoint (resume or refuse). Returns the
+    data (or None)."""
+    config, run, _, dataset = _prepare(configs[0], configs)
+    if resume_checks:
+        for each in configs:
+            _resumption(run, each.stage, resolve_config(each), dataset)
+    return dataset
 
 
 def _check_batch(config: TrainConfig, dataset, stages) -> None:
@@ -338,5 +361,5 @@ def _config_markdown(config: TrainConfig) -> str:
     return f"| setting | value |\n|---|---|\n{rows}"
 
 
-__all__ = ["format_plan", "load_data", "plan", "resolve_config", "run_stage", "train",
+__all__ = ["check_stages", "format_plan", "load_data", "plan", "resolve_config", "run_stage", "train",
            "train_face_recognizer"]

@@ -16,9 +16,10 @@ import json
 import time
 
 from age_cgan.config import TrainConfig
-from age_cgan.errors import python_words
+from age_cgan.errors import SettingError, python_words
 from age_cgan.runs import RunFolder, write_json_atomic
-from age_cgan.training.orchestration import dry_run_line, format_plan, plan, train
+from age_cgan.training.graph import missing_models
+from age_cgan.training.orchestration import check_stages, dry_run_line, format_plan, plan, train
 
 #: Seconds per step of each lite stage at batch 64 (wall time, start-up and saving included),
 #: from the recipe.json of the shipped model's run on the 2-core development CPU with
@@ -46,11 +47,17 @@ RECIPES = {
 }
 
 
-def stage_configs(name: str, base: TrainConfig) -> list[TrainConfig]:
-    """The config of each stage of recipe ``name``, from ``base`` (run, data, resume, ...)."""
+def stage_configs(name: str, base: TrainConfig, only=None) -> list[TrainConfig]:
+    """The config of each stage of recipe ``name``, from ``base`` (run, data, resume, ...);
+    ``only``: just these stages of it (``train.py --recipe lite --stage network``)."""
     recipe = RECIPES[name]
     common = base.replace(**recipe["common"])
-    return [common.replace(stage=stage, **settings) for stage, settings in recipe["stages"]]
+    configs = [common.replace(stage=stage, **settings) for stage, settings in recipe["stages"]
+               if only is None or stage in only]
+    if not configs:
+        raise SettingError(f"recipe {name} has no stage {', '.join(only)}; its stages are "
+                           + ", ".join(stage for stage, _ in recipe["stages"]))
+    return configs
 
 
 def expected_seconds(name: str, configs) -> dict:
@@ -59,10 +66,12 @@ def expected_seconds(name: str, configs) -> dict:
     return {c.stage: c.steps * per_step[c.stage] for c in configs}
 
 
-def format_recipe_plan(name: str, base: TrainConfig, word=python_words) -> str:
-    """The dry run: each stage's plan (as ``train.py --dry-run`` prints it) and expected time;
+def format_recipe_plan(name: str, base: TrainConfig, word=python_words, only=None) -> str:
+    """The dry run: each stage's plan (as ``train.py --dry-run`` prints it) and expected time,
+    after the checks ``run_recipe`` makes before any stage trains (raised as they would be);
     ``word`` words the settings the notes name (``orchestration.format_plan``)."""
-    configs = stage_configs(name, base)
+    configs = stage_configs(name, base, only)
+    check_stages(configs, resume_checks=False)  # checkpoints: in each stage's notes
     expected = expected_seconds(name, configs)
     lines = [f"recipe {name}: {len(configs)} stages in {base.run}; expected "
              f"{sum(expected.values()) / 60:.0f} minutes on a 2-core CPU (TensorFlow)"]
@@ -71,23 +80,27 @@ def format_recipe_plan(name: str, base: TrainConfig, word=python_words) -> str:
                     if v != getattr(TrainConfig(), k) and k not in ("run", "data", "stage")}
         lines.append(f"\nstage {config.stage}: ~{expected[config.stage] / 60:.0f} min; "
                      + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
-        if config.stage in ("1", "fr"):  # later stages need the models these write
+        if not missing_models(RunFolder(config.run), config.stage, config):
+            # (a later stage needs the models an earlier one writes: nothing to plan yet)
             lines.append(format_plan(config, plan(config), word, headline=False))
     return "\n".join([*lines, "", dry_run_line(base)])
 
 
-def run_recipe(name: str, base: TrainConfig) -> dict:
-    """Train every stage of recipe ``name`` in order; returns the wall-time record."""
+def run_recipe(name: str, base: TrainConfig, only=None) -> dict:
+    """Train every stage of recipe ``name`` (``only``: these of them) in order, once all of
+    them are checked (``check_stages``); returns the wall-time record."""
     with RunFolder(base.run).lock():  # one writer for the whole recipe, between stages too
-        return _run_stages(name, base)
+        configs = stage_configs(name, base, only)
+        check_stages(configs)
+        return _run_stages(name, base, configs)
 
 
-def _run_stages(name: str, base: TrainConfig) -> dict:
+def _run_stages(name: str, base: TrainConfig, configs) -> dict:
     run = RunFolder(base.run)
     record_path = run.path / "recipe.json"
     record = json.loads(record_path.read_text()) if base.resume and record_path.is_file() else {}
     record.update(recipe=name, stages=record.get("stages", {}))
-    for config in stage_configs(name, base):
+    for config in configs:
         started = time.time()
         train(config)
         seconds = time.time() - started

@@ -45,6 +45,11 @@ class Stage:
         """The networks this stage trains with ``config`` (default: ``trains``)."""
         return cls.trains
 
+    @classmethod
+    def check_data(cls, config, dataset) -> None:
+        """Refuse ``dataset`` (an AgeCganError naming what makes the missing part) when this
+        stage cannot train on it; run for every planned stage before any trains."""
+
     def __init__(self, config, run: RunFolder, dataset=None):
         self.config, self.run, self.dataset = config, run, dataset
         self.bins = AgeBins.parse(config.age_bins)
