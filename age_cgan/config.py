@@ -205,6 +205,9 @@ class TrainConfig:
     progress: bool = _setting(True, "a progress bar and the data summary")
     data_cache: str | None = _setting(None, "folder for decoded faces (default "
                                       "~/.cache/age_cgan)")
+    prototype_data: str | None = _setting(
+        None, "--recipe lite: the UTKFace-named face folder at 128 px (prepare --size 128) "
+        "the age prototypes are built from, into RUN/prototypes.npz (default: --data)")
 
     def __post_init__(self):
         if self.stage not in STAGE_CHOICES:

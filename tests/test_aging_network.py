@@ -216,7 +216,7 @@ def test_the_page_handler_names_why_a_method_is_not_offered(aging_run, tmp_path)
     app = AgingApp(_tiny_models(aging_run), None, tmp_path)
     assert app.methods == ("network",)
     missing = unavailable_methods(app.models)
-    assert set(missing) == {"none", "pixel", "identity", "difference"}
+    assert set(missing) == {"none", "pixel", "identity", "difference", "prototype"}
     assert "the train command" in missing["pixel"] and "`" not in missing["pixel"]  # no flags
     refused = app.age("photo.jpg", ["60+"], "identity", 0)["message"]
     assert refused.startswith("Method 'identity' is not offered: this model cannot run it")

@@ -31,9 +31,9 @@ METHOD_NEEDS = {"none": ("encoder", "generator"), "pixel": ("encoder", "generato
 #: What each method is, in a sentence (help texts and the page; the default method first).
 METHOD_HELP = {"prototype": "the photo itself moved by the difference between averages of "
                "real faces of its own age and the target age, in shape, colour and texture "
-               "(photo-like, no training; fast)",
+               "(photo-like; the shipped model's default; fast)",
                "network": "the photo plus the aging network's change from the person's own "
-               "age (the default where the model has it; fast)",
+               "age (the default of a model without age prototypes; fast)",
                "none": "Age-cGAN's z0 = E(x): the generator's face from the encoder's latent "
                "(fast, not the same person)",
                "pixel": "Age-cGAN's z*_pixel: the latent fitted to the photo's pixels first "

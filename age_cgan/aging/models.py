@@ -30,6 +30,7 @@ from age_cgan.aging.result import AgedFace, add_change
 from age_cgan.data import denormalize, normalize
 from age_cgan.errors import setting, trained_by
 from age_cgan.prototypes import Prototypes
+from age_cgan.prototypes.landmarks import crop_landmarks
 from age_cgan.runs import (RUN_FR, MissingModel, RunFolder, RunFolderError,
                            face_recognizer_weights, load_face_recognizer)
 
@@ -207,13 +208,13 @@ class AgingModels:
 
     def default_strength(self, method: str) -> float:
         """The model's strength for ``method`` (config ``default_strength`` is its default
-        method's), else 1."""
+        method's, ``network_strength`` the aging network's beside the prototypes), else 1."""
         own = self.config.get("default_method")
-        if method == "prototype":  # each part's own strength is in prototype_strengths
-            return float(self.config.get("prototype_strength", DEFAULT_STRENGTH))
+        if method == own:  # (the prototype method's parts: config prototype_strengths)
+            return float(self.config.get("default_strength", DEFAULT_STRENGTH))
         if method == "network" and "network_strength" in self.config:
             return float(self.config["network_strength"])
-        if own == method or (own is None and method == "network"):
+        if own is None and method == "network":
             return float(self.config.get("default_strength", DEFAULT_STRENGTH))
         return DEFAULT_STRENGTH
 
@@ -336,7 +337,7 @@ class AgingModels:
         sources = np.asarray(sources, np.int64).reshape(-1)
         if method == "prototype":
             ager = self.need_prototypes()
-            return np.stack([ager.age(face, source, categories, strength)
+            return np.stack([ager.age(face, source, categories, strength, crop_landmarks(face))
                              for face, source in zip(faces, sources)])
         if method not in CHANGE_METHODS:
             return denormalize(self.generate_batch(np.asarray(z, np.float32),
@@ -398,7 +399,8 @@ class AgingModels:
         details = {}
         if optimize == "prototype":
             crop = face if detail is None else detail
-            photo_at = self.need_prototypes().age(crop, source, [source] + categories, strength)
+            photo_at = self.need_prototypes().age(crop, source, [source] + categories, strength,
+                                                  crop_landmarks(crop))
             images = photo_at if detail is None else resized(photo_at, self.image_size)
             if detail is not None:
                 details = {"detail": detail, "aged_detail": photo_at[1:],

@@ -18,7 +18,9 @@ source's mean shape (where this face's features are), at D px:
 
 Towards a younger category the same steps smooth the skin (ratios below 1) and soften folds;
 ``younger`` scales the colour steps there and from a child's photo, so that children's pale,
-large-eyed averages neither whiten faces nor blacken eyes. Strengths (``PrototypeStrengths``) were chosen on validation faces.
+large-eyed averages neither whiten faces nor blacken eyes. Strengths (``PrototypeStrengths``)
+were chosen on 100 validation faces at 128 px (``tools/choose_prototype_strengths.py``): the strongest folds that kept the same
+person >= 90% and the two-sample test <= 60%.
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ class PrototypeStrengths:
     """How much of each part of the prototypes' difference is applied (1 = as in the averages)."""
 
     texture: float = 1.5  # exponent on the band-magnitude ratio
-    folds: float = 2.0  # the prototypes' own band difference
-    colour: float = 2.5  # the low-pass luma difference
-    saturation: float = 1.0  # exponent on the chroma-magnitude ratio
+    folds: float = 2.5  # the prototypes' own band difference
+    colour: float = 3.0  # the low-pass light difference, relative to the prototype's light
+    saturation: float = 3.0  # exponent on the chroma-magnitude ratio
     shape: float = 1.0  # fraction of the mean-landmark move
     brightness: float = 0.0  # how much of the prototypes' overall brightness change is kept
     younger: float = 0.5  # the colour steps' scale towards a younger category, or from a child
@@ -87,12 +89,22 @@ class PrototypeAger:
         self._frames: OrderedDict = OrderedDict()
         self._keep = keep
 
-    def age(self, face: np.ndarray, source: int, targets, strength: float = 1.0) -> np.ndarray:
+    def age(self, face: np.ndarray, source: int, targets, strength: float = 1.0,
+            points: np.ndarray | None = None) -> np.ndarray:
         """uint8 face crop (D, D, 3) at category ``source`` -> uint8 (n, D, D, 3), one per
-        category of ``targets`` (the source itself: the photo unchanged)."""
+        category of ``targets`` (the source itself: the photo unchanged). ``points``: the
+        face's own 68 landmarks (x, y fractions; ``prototypes.landmarks.crop_landmarks``), so
+        that the prototypes land on its features (a tilted head, a wide face); without them
+        the face is taken to have its category's mean shape."""
         face = np.asarray(face)
         side = face.shape[0]
         frame = self._frame(side, int(source))
+        own = self.prototypes.shape[int(source)]
+        if points is not None and np.isfinite(points).all():
+            into = fields.displacement(own, points, side)
+            frame = {k: _warp_stack(v, into) for k, v in frame.items()}
+            frame["face"] = frame["face"] / frame["face"].sum()
+            own = np.asarray(points, np.float32)
         x = face.astype(np.float32) / 255.0
         luma, chroma = fields.split_luma(x)
         parts = fields.bands(luma, _sigmas(side))
@@ -103,10 +115,11 @@ class PrototypeAger:
             if t == source:
                 out.append(face.copy())
                 continue
-            out.append(_to_uint8(self._one(parts, chroma, frame, int(source), t, s)))
+            out.append(_to_uint8(self._one(parts, chroma, frame, own, int(source), t, s)))
         return np.stack(out)
 
-    def _one(self, parts, chroma, frame, source: int, target: int, s: PrototypeStrengths):
+    def _one(self, parts, chroma, frame, own, source: int, target: int,
+             s: PrototypeStrengths):
         if s.per_target:
             s = s.scaled(float(s.per_target[target]))
         # children's averages (pale, large-eyed, bright photos) carry more than age: their
@@ -126,7 +139,7 @@ class PrototypeAger:
         shading = shading - (1.0 - s.brightness) * np.sum(shading * frame["face"])
         # relative to the prototype's own light, so that a dark face is shaded as much as a
         # light one in proportion, not blackened
-        relative = shading / np.maximum(frame["bands"][source, -1], 0.05)
+        relative = shading / np.maximum(frame["bands"][source, -1], 0.35)
         low = parts[-1] * (1.0 + np.clip(s.colour * colour_scale * relative * frame["head"],
                                          LIGHT_RANGE[0] - 1.0, LIGHT_RANGE[1] - 1.0))
         # chroma follows the light, so that darker skin is not redder (a colour's saturation
@@ -142,8 +155,8 @@ class PrototypeAger:
         image = (low + sum(new))[..., None] + chroma * saturation[..., None]
         if s.shape:
             points = self.prototypes.shape
-            moved = points[source] + s.shape * (points[target] - points[source])
-            image = fields.warp(image, fields.displacement(points[source], moved, len(image)))
+            moved = own + s.shape * (points[target] - points[source])
+            image = fields.warp(image, fields.displacement(own, moved, len(image)))
         return image
 
     def _frame(self, side: int, source: int) -> dict:
@@ -171,6 +184,12 @@ class PrototypeAger:
         if len(self._frames) > self._keep:
             self._frames.popitem(last=False)
         return frame
+
+
+def _warp_stack(field: np.ndarray, into: np.ndarray) -> np.ndarray:
+    """Each (side, side) field of a stack (..., side, side) warped by ``into``."""
+    flat = field.reshape(-1, *field.shape[-2:])
+    return np.stack([fields.warp(f, into) for f in flat]).reshape(field.shape)
 
 
 def _face_weights(points: np.ndarray, side: int) -> np.ndarray:

@@ -17,13 +17,13 @@ def method_help(default: str, methods=None, sep: str = " = ") -> str:
 
 def strength_help() -> str:
     """--strength's help, with the range and the shipped model's own strength (no Keras)."""
-    from age_cgan.aging.methods import CHANGE_METHODS, DEFAULT_STRENGTH, STRENGTH_RANGE
+    from age_cgan.aging.methods import DEFAULT_STRENGTH, PHOTO_METHODS, STRENGTH_RANGE
     from age_cgan.pretrained import shipped_defaults
 
     shipped = shipped_defaults()
     own = (f"{shipped['strength']:g} for the shipped model's {shipped['method']} method, "
            if shipped else "")
-    return (f"{' / '.join(CHANGE_METHODS)}: how much of the change is added to the photo, from "
+    return (f"{' / '.join(PHOTO_METHODS)}: how much of the change is made to the photo, from "
             f"{STRENGTH_RANGE[0]:g} to {STRENGTH_RANGE[1]:g} (default: the model's own: {own}"
             f"{DEFAULT_STRENGTH:g} for a training run)")
 

@@ -4,7 +4,8 @@
 age_cgan/pretrained/lite/config.json         the run's settings (architecture, age bins, ...)
                                              and the per-photo method infer.py uses by default
 age_cgan/pretrained/lite/models/*.keras      encoder, generator (Age-cGAN), age estimator and
-                                             aging network (the default method), safe_mode
+                                             aging network, safe_mode
+age_cgan/pretrained/lite/prototypes.npz      the age prototypes (the default method, prototype)
 age_cgan/pretrained/lite/SHA256SUMS          one "sha256  relative/path" line per file
 age_cgan/pretrained/lite/MODEL_CARD.md       data, licence, training command, wall time, figures
 ```
@@ -123,6 +124,8 @@ def package_run(run, out, method: str, strength: float = 1.0, leave_out=()) -> P
     config = json.loads((run / "config.json").read_text())
     for key in LOCAL_KEYS:
         config.pop(key, None)
+    if method == "prototype":  # its parts' strengths come from the run; the network keeps its
+        config.setdefault("network_strength", config.get("default_strength", 1.0))
     config.update(default_method=method, default_strength=float(strength))
     write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n",
                "the packaged model's settings")
@@ -134,6 +137,10 @@ def package_run(run, out, method: str, strength: float = 1.0, leave_out=()) -> P
         with atomic_path(out / "models" / f"{network}.keras", f"the packaged {network}") as tmp:
             shutil.copyfile(source, tmp)
         names.append(f"models/{network}.keras")
+    if (run / "prototypes.npz").is_file():  # the age prototypes (the recipe's last step)
+        with atomic_path(out / "prototypes.npz", "the packaged age prototypes") as tmp:
+            shutil.copyfile(run / "prototypes.npz", tmp)
+        names.append("prototypes.npz")
     for stale in (out / "models").glob("*.keras"):
         if f"models/{stale.name}" not in names:
             stale.unlink()

@@ -34,7 +34,7 @@ from age_cgan.prototypes.store import (BAND_SIGMAS, FIELD_SIDE, IMAGE_SIDE, Prot
 #: UTKFace's names: AGE_GENDER_RACE_DATETIME.jpg.chip.jpg (gender 0 male, 1 female; race 0-4).
 _NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
 #: A group (race, gender) counts when it has this many faces in every age category.
-MIN_GROUP = 20
+MIN_GROUP = 15
 
 
 def groups_of(paths) -> np.ndarray:

@@ -75,3 +75,34 @@ def all_landmarks(faces: np.ndarray, workers: int | None = None, progress: bool 
     if bar is not None:
         bar.close()
     return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
+
+
+def available() -> bool:
+    """Whether dlib's landmark model is installed (``face-recognition-models``)."""
+    try:
+        _models()
+    except LandmarksUnavailable:
+        return False
+    return True
+
+
+def crop_landmarks(crop: np.ndarray) -> np.ndarray | None:
+    """The 68 landmarks (x, y fractions of the side) of a face crop made by ``faces.find_faces``
+    (or an aligned chip), or None where dlib's landmark model is not installed. The face's box
+    in the crop is where the crop put it (``faces.FACE_FRACTION`` of the side around
+    ``faces.BOX_CENTRE_IN_CHIP``), so no detection is needed: ~2 ms a face."""
+    from age_cgan.faces import BOX_CENTRE_IN_CHIP, FACE_FRACTION
+
+    if not available():
+        return None
+    import dlib
+
+    crop = np.ascontiguousarray(crop, np.uint8)
+    side = crop.shape[0]
+    half = FACE_FRACTION * side / 2
+    cx, cy = BOX_CENTRE_IN_CHIP[0] * side, BOX_CENTRE_IN_CHIP[1] * side
+    box = dlib.rectangle(int(round(cx - half)), int(round(cy - half)),
+                         int(round(cx + half)), int(round(cy + half)))
+    shape = _models()[1](crop, box)
+    points = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+    return (points + 0.5) / side

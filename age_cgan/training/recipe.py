@@ -109,4 +109,34 @@ def _run_stages(name: str, base: TrainConfig, configs) -> dict:
         stage["steps"] = config.steps
         record["total_wall_seconds"] = sum(s["wall_seconds"] for s in record["stages"].values())
         write_json_atomic(record_path, record, "the recipe's wall-time record")
+    if name == "lite" and len(configs) == len(RECIPES[name]["stages"]):
+        started = time.time()
+        built = build_prototypes_step(base, run)
+        if built:
+            record["stages"]["prototypes"] = {"wall_seconds": time.time() - started}
+            record["total_wall_seconds"] = sum(s["wall_seconds"]
+                                               for s in record["stages"].values())
+            write_json_atomic(record_path, record, "the recipe's wall-time record")
     return record
+
+
+def build_prototypes_step(base: TrainConfig, run: RunFolder) -> bool:
+    """The recipe's last step: the age prototypes of ``prototype_data`` (else ``data``) into
+    RUN/prototypes.npz, and the prototype method as the run's default with its strengths;
+    passed over when a resumed run has them. Returns whether it built them."""
+    from age_cgan.aging.prototype import PrototypeStrengths
+    from age_cgan.data import load_dataset
+    from age_cgan.prototypes.build import build_prototypes
+    from age_cgan.prototypes.store import IMAGE_SIDE
+
+    path = run.path / "prototypes.npz"
+    if base.resume and path.is_file():
+        return False
+    source = base.prototype_data or base.data or run.read_config().get("data")
+    dataset = load_dataset(source, IMAGE_SIDE, base.age_bins, progress=base.progress)
+    build_prototypes(dataset, progress=base.progress).save(path)
+    config = run.read_config()
+    config.update(default_method="prototype", network_strength=config.get(
+        "default_strength", 1.0), prototype_strengths=dataclasses.asdict(PrototypeStrengths()))
+    write_json_atomic(run.config_path, config, "the run's settings")
+    return True

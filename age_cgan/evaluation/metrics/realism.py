@@ -91,7 +91,9 @@ def two_sample_test(images, labels, groups, folds: int = 5, seeds: int = 3, epoc
             flipped = np.concatenate([x[train], x[train][:, :, ::-1]])
             model.fit(flipped, np.concatenate([y[train], y[train]]), batch_size=batch_size,
                       epochs=epochs, shuffle=True, verbose=0)
-            logits = model.predict(x[test], batch_size=256, verbose=0)[:, 0]
+            held = x[test]
+            logits = np.concatenate([keras.ops.convert_to_numpy(
+                model(held[i:i + 256], training=False))[:, 0] for i in range(0, len(held), 256)])
             right += int(np.sum((logits > 0) == (y[test] > 0.5)))
         per_seed.append(right / len(y))
         if progress:
