@@ -56,6 +56,10 @@ def test_lite_stage1_with_the_wrong_age_term(tiny_faces, tmp_path):
     assert encoder.count_params() == networks.build_encoder(32, 100, "lite").count_params()
 
 
+def models_faces(side):
+    return np.random.default_rng(2).integers(0, 256, (2, side, side, 3), dtype=np.uint8)
+
+
 def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
     from age_cgan.training import recipe
 
@@ -70,13 +74,26 @@ def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
     quick["common"] = {**quick["common"], "batch_size": 4, "checkpoint_every": 1,
                        "sample_every": 2, "log_every": 1}
     monkeypatch.setitem(recipe.RECIPES, "lite", quick)
+    # blobs have no landmarks dlib would find: a fixed shape, nudged by each face's brightness
+    template = np.random.default_rng(1).uniform(0.25, 0.75, (68, 2)).astype("float32")
+    monkeypatch.setattr(
+        "age_cgan.prototypes.landmarks.all_landmarks",
+        lambda f, *a, **k: template[None] + (f.mean(axis=(1, 2, 3)) / 2550.0)[:, None, None])
     base = TrainConfig(run=str(tmp_path / "run"), data=str(faces), progress=False,
                        image_size=32, grid_rows=2, data_cache=str(tmp_path / "cache"))
     plan = recipe.format_recipe_plan("lite", base)
     assert "recipe lite: 6 stages" in plan and "expected" in plan and "arch=lite" in plan
+    assert "then the age prototypes" in plan
     assert not (tmp_path / "run").exists()  # the dry run writes nothing
     record = recipe.run_recipe("lite", base)
-    assert set(record["stages"]) == {"1", "2", "fr", "3", "age", "aging"}
+    assert set(record["stages"]) == {"1", "2", "fr", "3", "age", "aging", "prototypes"}
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["default_method"] == "prototype" and "prototype_strengths" in config
+    from age_cgan.aging import AgingModels
+
+    models = AgingModels.from_run(tmp_path / "run")
+    assert models.default_method() == ("prototype", None)
+    assert models.age_faces(models_faces(32), [0, 5], "prototype").shape == (2, 6, 32, 32, 3)
     assert all(s["wall_seconds"] > 0 for s in record["stages"].values())
     models = sorted(p.name for p in (tmp_path / "run" / "models").iterdir())
     assert models == ["age_estimator.keras", "aging_discriminator.keras", "aging_network.keras",

@@ -16,7 +16,7 @@ import json
 import time
 
 from age_cgan.config import TrainConfig
-from age_cgan.errors import SettingError, python_words
+from age_cgan.errors import SettingError, python_words, setting
 from age_cgan.runs import RunFolder, write_json_atomic
 from age_cgan.training.graph import missing_models
 from age_cgan.training.orchestration import check_stages, dry_run_line, format_plan, plan, train
@@ -75,6 +75,10 @@ def format_recipe_plan(name: str, base: TrainConfig, word=python_words, only=Non
     expected = expected_seconds(name, configs)
     lines = [f"recipe {name}: {len(configs)} stages in {base.run}; expected "
              f"{sum(expected.values()) / 60:.0f} minutes on a 2-core CPU (TensorFlow)"]
+    if _builds_prototypes(name, configs):
+        check_prototype_step(base)
+        lines.append(f"then the age prototypes from {_prototype_source(base)} into "
+                     f"{base.run}/prototypes.npz (~3 minutes; the default method)")
     for config in configs:
         settings = {k: v for k, v in dataclasses.asdict(config).items()
                     if v != getattr(TrainConfig(), k) and k not in ("run", "data", "stage")}
@@ -92,6 +96,8 @@ def run_recipe(name: str, base: TrainConfig, only=None) -> dict:
     with RunFolder(base.run).lock():  # one writer for the whole recipe, between stages too
         configs = stage_configs(name, base, only)
         check_stages(configs)
+        if _builds_prototypes(name, configs):
+            check_prototype_step(base)
         return _run_stages(name, base, configs)
 
 
@@ -109,7 +115,7 @@ def _run_stages(name: str, base: TrainConfig, configs) -> dict:
         stage["steps"] = config.steps
         record["total_wall_seconds"] = sum(s["wall_seconds"] for s in record["stages"].values())
         write_json_atomic(record_path, record, "the recipe's wall-time record")
-    if name == "lite" and len(configs) == len(RECIPES[name]["stages"]):
+    if _builds_prototypes(name, configs):
         started = time.time()
         built = build_prototypes_step(base, run)
         if built:
@@ -118,6 +124,32 @@ def _run_stages(name: str, base: TrainConfig, configs) -> dict:
                                                for s in record["stages"].values())
             write_json_atomic(record_path, record, "the recipe's wall-time record")
     return record
+
+
+def _builds_prototypes(name: str, configs) -> bool:
+    """The whole lite recipe ends by building the age prototypes (a part of it does not)."""
+    return name == "lite" and len(configs) == len(RECIPES[name]["stages"])
+
+
+def _prototype_source(base: TrainConfig) -> str:
+    return base.prototype_data or base.data or RunFolder(base.run).read_config().get("data")
+
+
+def check_prototype_step(base: TrainConfig) -> None:
+    """Before any stage trains: the prototypes' faces exist and dlib's landmark model is
+    installed (a refusal names what to do)."""
+    from pathlib import Path
+
+    from age_cgan.prototypes.landmarks import available
+
+    source = _prototype_source(base)
+    if not source or not Path(source).expanduser().exists():
+        raise SettingError(f"the age prototypes are built from {setting('prototype_data')} "
+                           f"(else {setting('data')}), and {source!r} does not exist: make it "
+                           "with python -m age_cgan.data prepare UTKFACE_DIR DIR --size 128")
+    if not available():
+        raise SettingError("the recipe builds the age prototypes with dlib's landmark model: "
+                           'pip install "age-cgan[eval]" first')
 
 
 def build_prototypes_step(base: TrainConfig, run: RunFolder) -> bool:
@@ -132,8 +164,8 @@ def build_prototypes_step(base: TrainConfig, run: RunFolder) -> bool:
     path = run.path / "prototypes.npz"
     if base.resume and path.is_file():
         return False
-    source = base.prototype_data or base.data or run.read_config().get("data")
-    dataset = load_dataset(source, IMAGE_SIDE, base.age_bins, progress=base.progress)
+    dataset = load_dataset(_prototype_source(base), IMAGE_SIDE, base.age_bins,
+                           progress=base.progress)
     build_prototypes(dataset, progress=base.progress).save(path)
     config = run.read_config()
     config.update(default_method="prototype", network_strength=config.get(
