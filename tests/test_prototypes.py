@@ -137,6 +137,9 @@ def test_two_sample_folds_are_grouped_and_the_test_tells_what_differs():
     same = np.repeat(real[:, None], a, axis=1)  # "aged" = the photo itself
     images, labels, groups = paired_samples(same, sources, real, sources, np.arange(n))
     assert len(images) == 2 * n * (a - 1) and labels.mean() == 0.5
+    partial = sources < 2  # real faces of categories 0 and 1 only: target 2 is left out
+    images3, labels3, _ = paired_samples(same, sources, real[partial], sources[partial])
+    assert len(images3) == 2 * int(np.sum(sources != 0) + np.sum(sources != 1))
     folds = grouped_folds(groups, 4, seed=1)
     for g in np.unique(groups):  # a face and its aged siblings never straddle folds
         assert len(np.unique(folds[groups == g])) == 1

@@ -166,12 +166,15 @@ def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True,
 
 def realism(aged, faces, seeds: int, progress: bool) -> dict:
     """The two-sample test of aged faces (N, A, S, S, 3) against the real test faces of the
-    target categories (each test face grouped with its own aged faces)."""
-    from age_cgan.evaluation.metrics.realism import paired_samples, two_sample_test
+    target categories (each test face grouped with its own aged faces); a target category no
+    test face has is left out, and too few faces for the folds give a note instead."""
+    from age_cgan.evaluation.metrics.realism import DEFAULTS, paired_samples, two_sample_test
 
     n = len(faces.test_images)
     images, labels, groups = paired_samples(aged, faces.test_categories, faces.test_images,
                                             faces.test_categories, np.arange(n))
+    if len(np.unique(groups)) < 2 * DEFAULTS["folds"]:
+        return {"note": f"too few test faces ({n}) for {DEFAULTS['folds']} folds"}
     return two_sample_test(images, labels, groups, seeds=seeds, progress=progress)
 
 

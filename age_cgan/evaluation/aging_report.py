@@ -74,7 +74,7 @@ def aging_markdown(aging: dict) -> list[str]:
 
 
 def _realism_cell(entry) -> str:
-    if not entry:
+    if not entry or "accuracy" not in entry:
         return "n/a"
     return f"{100 * entry['accuracy']:.1f}% ± {100 * entry['spread']:.1f}"
 

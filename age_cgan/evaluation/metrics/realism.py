@@ -31,15 +31,14 @@ def paired_samples(aged, sources, real_faces, real_categories, real_sources=None
     real_categories = np.asarray(real_categories, np.int64)
     real_sources = np.full(len(real_faces), -1) if real_sources is None else \
         np.asarray(real_sources, np.int64)
-    targets = np.arange(a)[None] != sources[:, None]
+    present = np.isin(np.arange(a), real_categories)  # a target with no real face is left out
+    targets = (np.arange(a)[None] != sources[:, None]) & present[None]
     face_of, cat_of = np.nonzero(targets)
     rng = np.random.default_rng([seed, 11])
     picks = np.empty(len(face_of), np.int64)
     for cat in np.unique(cat_of):
         slots = np.flatnonzero(cat_of == cat)
         pool = np.flatnonzero(real_categories == cat)
-        if not len(pool):
-            raise ValueError(f"no real face of category {cat} to compare the aged faces with")
         order = np.concatenate([rng.permutation(pool) for _ in range(-(-len(slots) // len(pool)))])
         picks[slots] = order[:len(slots)]
     images = np.concatenate([aged[face_of, cat_of], np.asarray(real_faces)[picks]])
