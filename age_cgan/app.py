@@ -136,7 +136,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, formatter_class=HelpFormatter,
         description="A local web page that ages the face in a photo: by default with the "
-        "shipped model and its default method (the photo plus the aging network's change); "
+        "shipped model and its default method (prototype: the photo moved by averages of real "
+        "faces of each age); "
         "--run or --model serves another model. The page offers the methods that model can "
         "run, its default first, and says why any other is not offered.")
     which = p.add_mutually_exclusive_group()

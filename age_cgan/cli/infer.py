@@ -32,9 +32,11 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Age the faces in photos: detect each face, crop it like the training "
         "faces, guess the person's age category, and show the face at every age category as "
-        "one PNG grid per face. The default method is the model's aging network (the photo "
-        "plus its change, added at the crop's own resolution); Age-cGAN's methods (z0 = E(face), "
-        "z*_pixel, z*_IP, G's difference) stay selectable with --method.",
+        "one PNG grid per face. The shipped model's default method is prototype: the photo "
+        "itself moved, at its own resolution, by the difference between averages of real faces "
+        "of its own age and of each target age; the aging network (network) and Age-cGAN's "
+        "methods (z0 = E(face), z*_pixel, z*_IP, G's difference) stay selectable with "
+        "--method.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO|DIR",
