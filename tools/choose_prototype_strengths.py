@@ -56,26 +56,21 @@ def main(argv=None) -> int:
 
     from age_cgan.aging import AgingModels
     from age_cgan.aging.prototype import PrototypeAger
-    from age_cgan.data import load_dataset, validation_rows
+    from age_cgan.data import load_dataset, resize_faces, validation_rows
     from age_cgan.evaluation.metrics.realism import paired_samples, two_sample_test
     from age_cgan.judges import AgeEstimator, FaceVerifier, descriptor_distances
     from age_cgan.pretrained import verified_run
     from age_cgan.prototypes import Prototypes
     from age_cgan.prototypes.landmarks import crop_landmarks
+    from age_cgan.prototypes.store import IMAGE_SIDE
 
     models = AgingModels.from_run(args.model or verified_run())
-    dataset = load_dataset(args.data, 128, models.bins.spec, progress=False)
+    dataset = load_dataset(args.data, IMAGE_SIDE, models.bins.spec, progress=False)
     rows = np.random.default_rng(0).permutation(validation_rows(dataset))
     chosen, others = rows[:args.faces], rows[args.faces:]
     faces, truth = dataset.images[chosen], dataset.categories[chosen]
-    if args.side != faces.shape[1]:
-        faces = np.stack([np.asarray(Image.fromarray(f).resize((args.side,) * 2,
-                                                               Image.Resampling.LANCZOS))
-                          for f in faces])
-    small = np.stack([np.asarray(Image.fromarray(f).resize((models.image_size,) * 2,
-                                                           Image.Resampling.LANCZOS))
-                      for f in faces])
-    guess, _, _ = models.estimate_sources(small)
+    faces = resize_faces(faces, args.side)
+    guess, _, _ = models.estimate_sources(resize_faces(faces, models.image_size))
     prototypes = Prototypes.load(args.prototypes) if args.prototypes else models.prototypes
     base = models.prototype_strengths
     verifier, judge = FaceVerifier(), AgeEstimator()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from age_cgan.ages import AgeBins
 from age_cgan.errors import setting, trained_by
@@ -72,11 +71,3 @@ def load_prototypes(folder: RunFolder | None, path, bins: AgeBins):
     except PrototypeFileError as error:
         return None, [f"{error}: the prototype method is unavailable"]
 
-
-def resized(images: np.ndarray, side: int) -> np.ndarray:
-    """uint8 images (n, D, D, 3) -> (n, side, side, 3), Lanczos as the training faces."""
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(i).resize((side, side),
-                                                          Image.Resampling.LANCZOS))
-                     for i in images])

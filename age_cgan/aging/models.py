@@ -22,12 +22,11 @@ from age_cgan.aging.latent import optimize_latents
 from age_cgan.aging.methods import (CHANGE_METHODS, DEFAULT_STEPS, DEFAULT_STRENGTH,
                                     FALLBACK_METHOD, LATENT_MODE, LEARNING_RATE, METHOD_NEEDS,
                                     METHODS, OPTIMIZE_MODES, PHOTO_METHODS, check_method)
-from age_cgan.aging.loading import (PROTOTYPES_FILE, load_network, load_prototypes, resized,
-                                    run_config)
+from age_cgan.aging.loading import PROTOTYPES_FILE, load_network, load_prototypes, run_config
 from age_cgan.aging.network import estimate_ages, network_changes
 from age_cgan.aging.prototype import PrototypeAger, PrototypeStrengths
 from age_cgan.aging.result import AgedFace, add_change
-from age_cgan.data import denormalize, normalize
+from age_cgan.data import denormalize, normalize, resize_faces
 from age_cgan.errors import setting, trained_by
 from age_cgan.prototypes import Prototypes
 from age_cgan.prototypes.landmarks import crop_landmarks
@@ -159,8 +158,7 @@ class AgingModels:
         if missing is None:
             return None
         if missing == "prototypes":
-            return (f"{self._where()} has no age prototypes ({PROTOTYPES_FILE}), which the "
-                    f"{method} method needs: build them with python -m age_cgan.prototypes build")
+            return self._no_prototypes(method)
         return (f"{self._where()} has no {missing.replace('_', ' ')} (models/{missing}.keras), "
                 f"which the {method} method needs: train it with {trained_by(missing)}")
 
@@ -194,13 +192,16 @@ class AgingModels:
         return method, (f"{self._where()} has no {missing.replace('_', ' ')} "
                         f"(models/{missing}.keras): using the Age-cGAN method {method}")
 
-    def need_prototypes(self) -> Prototypes:
-        """The age prototypes, or a MissingModel naming the file and the command that builds it."""
+    def _no_prototypes(self, method: str) -> str:
+        return (f"{self._where()} has no age prototypes ({PROTOTYPES_FILE}), which the {method} "
+                f"method needs: build them with python -m age_cgan.prototypes build DATA "
+                f"RUN/{PROTOTYPES_FILE}")
+
+    def need_prototypes(self) -> PrototypeAger:
+        """The ager of the age prototypes, or a MissingModel naming the file and the command
+        that builds it."""
         if self.prototypes is None:
-            where = self.run.path if self.run is not None else "the files given"
-            raise MissingModel(f"{where} has no age prototypes ({PROTOTYPES_FILE}), which this "
-                               f"method needs: build them with python -m age_cgan.prototypes "
-                               f"build DATA RUN/{PROTOTYPES_FILE}, or choose another "
+            raise MissingModel(f"{self._no_prototypes('prototype')}, or choose another "
                                f"{setting('method')}", "prototypes")
         if self._prototype_ager is None:
             self._prototype_ager = PrototypeAger(self.prototypes, self.prototype_strengths)
@@ -401,7 +402,7 @@ class AgingModels:
             crop = face if detail is None else detail
             photo_at = self.need_prototypes().age(crop, source, [source] + categories, strength,
                                                   crop_landmarks(crop))
-            images = photo_at if detail is None else resized(photo_at, self.image_size)
+            images = photo_at if detail is None else resize_faces(photo_at, self.image_size)
             if detail is not None:
                 details = {"detail": detail, "aged_detail": photo_at[1:],
                            "reconstruction_detail": photo_at[0]}

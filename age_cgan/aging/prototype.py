@@ -116,14 +116,14 @@ class PrototypeAger:
             frame = {k: _warp_stack(v, into) for k, v in frame.items()}
             frame["face"] = frame["face"] / frame["face"].sum()
             own = np.asarray(points, np.float32)
-        frame = dict(frame, hair=frame["head"] * (1.0 - _face_hull(own, side)))
-        luma = fields.split_luma(face.astype(np.float32) / 255.0)[0]
-        inside = _face_hull(own, side) > 0.5
-        frame["skin"] = float(np.median(luma[inside])) if inside.any() else 0.5
-        x = face.astype(np.float32) / 255.0
-        luma, chroma = fields.split_luma(x)
+        luma, chroma = fields.split_luma(face.astype(np.float32) / 255.0)
         parts = fields.bands(luma, _sigmas(side))
         s = self.strengths.scaled(float(strength))
+        if s.greying:  # where the hair is, and how light this face's skin is
+            hull = _face_hull(own, side)
+            inside = hull > 0.5
+            frame = dict(frame, hair=frame["head"] * (1.0 - hull),
+                         skin=float(np.median(luma[inside])) if inside.any() else 0.5)
         out = []
         for t in targets:
             t = int(t)

@@ -20,7 +20,8 @@ from age_cgan.data.dataset import (
     split_test,
     validation_rows,
 )
-from age_cgan.data.images import SkipImage, decode_face, denormalize, is_gray, normalize
+from age_cgan.data.images import (SkipImage, decode_face, denormalize, is_gray, normalize,
+                                  resize_faces)
 from age_cgan.data.readers import (
     Listing,
     Source,
@@ -48,6 +49,7 @@ __all__ = [
     "read_csv",
     "read_imdb_wiki",
     "read_utkface",
+    "resize_faces",
     "split_test",
     "validation_rows",
 ]

@@ -81,6 +81,17 @@ def crop_resize(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image)
 
 
+def resize_faces(faces, side: int) -> np.ndarray:
+    """uint8 faces (N, S, S, 3) -> (N, side, side, 3), Lanczos as the training faces (the same
+    array when they are that size already)."""
+    faces = np.asarray(faces)
+    if faces.shape[1] == side and faces.shape[2] == side:
+        return faces
+    return np.stack([np.asarray(Image.fromarray(face).resize((side, side),
+                                                             Image.Resampling.LANCZOS))
+                     for face in faces])
+
+
 def decode_face(path: str, size: int, draft: bool = True) -> np.ndarray:
     """Read one image file as a (size, size, 3) uint8 RGB array; raise SkipImage if unusable.
 

@@ -67,9 +67,10 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
     one column per category, the face's own category being its reconstruction; per-method
     info: seconds, latent mode, whether the latent was reused, the optimisation's losses).
 
-    The aging network ages each face from the age estimator's guess of its category (what a
-    user's photo gets), the Age-cGAN methods from its true category (as the paper does)."""
-    from age_cgan.aging import LATENT_MODE, METHOD_TITLES, PHOTO_METHODS
+    The methods that need the age estimator (the aging network, the prototypes) age each face
+    from its guess of the face's category (what a user's photo gets), the Age-cGAN methods from
+    its true category (as the paper does)."""
+    from age_cgan.aging import LATENT_MODE, METHOD_NEEDS, METHOD_TITLES, PHOTO_METHODS
 
     cache = {} if cache is None else cache
     sources = np.asarray(sources, np.int64)
@@ -81,7 +82,7 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
                                 + (" (its latent reused)" if reused else ""))
         z, losses = method_latents(models, method, faces, sources, settings, cache)
         own, estimated = sources, None
-        if method in ("network", "prototype") and models.age_estimator is not None:
+        if "age_estimator" in METHOD_NEEDS[method] and models.age_estimator is not None:
             own, estimated = estimated_sources(models, faces, sources)
         strength = settings.strength if settings.strength is not None \
             else models.default_strength(method)
@@ -168,13 +169,13 @@ def realism(aged, faces, seeds: int, progress: bool) -> dict:
     """The two-sample test of aged faces (N, A, S, S, 3) against the real test faces of the
     target categories (each test face grouped with its own aged faces); a target category no
     test face has is left out, and too few faces for the folds give a note instead."""
-    from age_cgan.evaluation.metrics.realism import DEFAULTS, paired_samples, two_sample_test
+    from age_cgan.evaluation.metrics.realism import FOLDS, paired_samples, two_sample_test
 
     n = len(faces.test_images)
     images, labels, groups = paired_samples(aged, faces.test_categories, faces.test_images,
                                             faces.test_categories, np.arange(n))
-    if len(np.unique(groups)) < 2 * DEFAULTS["folds"]:
-        return {"note": f"too few test faces ({n}) for {DEFAULTS['folds']} folds"}
+    if len(np.unique(groups)) < 2 * FOLDS:
+        return {"note": f"too few test faces ({n}) for {FOLDS} folds"}
     return two_sample_test(images, labels, groups, seeds=seeds, progress=progress)
 
 

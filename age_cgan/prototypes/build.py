@@ -82,7 +82,7 @@ def build_prototypes(dataset, landmarks_of=None, min_group: int = MIN_GROUP,
                      chunk: int = 512) -> Prototypes:
     """Age prototypes from a ``FaceDataset`` (its faces at ``IMAGE_SIDE`` px, or resized):
     see the module. ``landmarks_of(faces) -> (N, 68, 2)`` defaults to dlib's."""
-    from age_cgan.data import is_gray
+    from age_cgan.data import is_gray, resize_faces
     from age_cgan.data.dataset import validation_rows
     from age_cgan.prototypes.landmarks import all_landmarks
 
@@ -93,11 +93,7 @@ def build_prototypes(dataset, landmarks_of=None, min_group: int = MIN_GROUP,
     counted = {"training faces": int(len(rows))}
     gray = is_gray(dataset.images[rows])
     rows, counted["greyscale, left out"] = rows[~gray], int(gray.sum())
-    faces = dataset.images[rows]
-    if faces.shape[1] != IMAGE_SIDE:
-        from PIL import Image
-        faces = np.stack([np.asarray(Image.fromarray(f).resize(
-            (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.LANCZOS)) for f in faces])
+    faces = resize_faces(dataset.images[rows], IMAGE_SIDE)
     points = landmarks_of(faces)
     found = ~np.isnan(points).any(axis=(1, 2))
     counted["no landmarks found, left out"] = int((~found).sum())

@@ -24,14 +24,17 @@ class LandmarksUnavailable(AgeCganError):
 
 
 def _models():
+    if "missing" in _MODELS:  # found out once: no import is tried again per face
+        raise LandmarksUnavailable(_MODELS["missing"])
     if not _MODELS:
         try:
             import dlib
             import face_recognition_models
         except ImportError as error:
-            raise LandmarksUnavailable(
-                f"building age prototypes needs dlib's landmark model ({error.name} is not "
-                'installed): pip install "age-cgan[eval]"') from None
+            _MODELS["missing"] = (f"building age prototypes needs dlib's landmark model "
+                                  f"({error.name} is not installed): pip install "
+                                  '"age-cgan[eval]"')
+            raise LandmarksUnavailable(_MODELS["missing"]) from None
         _MODELS["detector"] = dlib.get_frontal_face_detector()
         _MODELS["predictor"] = dlib.shape_predictor(
             face_recognition_models.pose_predictor_model_location())

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from age_cgan.data import resize_faces
+
 #: The classifier sees faces at this side (the judges' resolution, and quick on a CPU).
 SIDE = 64
-DEFAULTS = {"folds": 5, "seeds": 3, "epochs": 15, "batch_size": 64}
+#: Grouped cross-validation folds.
+FOLDS = 5
 
 
 def paired_samples(aged, sources, real_faces, real_categories, real_sources=None, seed: int = 0):
@@ -68,14 +71,14 @@ def classifier(side: int = SIDE):
     return keras.Model(inputs, keras.layers.Dense(1)(x), name="two_sample_classifier")
 
 
-def two_sample_test(images, labels, groups, folds: int = 5, seeds: int = 3, epochs: int = 15,
-                    batch_size: int = 64, progress: bool = False) -> dict:
+def two_sample_test(images, labels, groups, folds: int = FOLDS, seeds: int = 3,
+                    epochs: int = 15, batch_size: int = 64, progress: bool = False) -> dict:
     """Held-out accuracy of fresh classifiers, ``folds``-fold grouped cross-validation repeated
     for ``seeds`` seeds: {"accuracy": mean, "spread": std over seeds, "per_seed": [...],
     "samples": N}. ``images`` uint8 (N, S, S, 3), resized to ``SIDE``."""
     import keras
 
-    x = _resized(np.asarray(images)).astype(np.float32) / 127.5 - 1.0
+    x = resize_faces(images, SIDE).astype(np.float32) / 127.5 - 1.0
     y = np.asarray(labels, np.float32)
     per_seed = []
     for seed in range(seeds):
@@ -101,12 +104,3 @@ def two_sample_test(images, labels, groups, folds: int = 5, seeds: int = 3, epoc
             "per_seed": [float(v) for v in per_seed], "samples": int(len(y)), "folds": folds,
             "epochs": epochs}
 
-
-def _resized(images: np.ndarray) -> np.ndarray:
-    if images.shape[1] == SIDE:
-        return images
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize((SIDE, SIDE),
-                                                           Image.Resampling.LANCZOS))
-                     for im in images])
