@@ -76,8 +76,8 @@ def strength_problem(strength: float | None) -> str | None:
     low, high = STRENGTH_RANGE
     if strength is None or low <= strength <= high:  # NaN fails both comparisons
         return None
-    return (f"must be between {low:g} and {high:g} (0 adds no change, 1 the change the "
-            f"network was trained to make), got {strength:g}")
+    return (f"must be between {low:g} and {high:g} (0 changes nothing, 1 is the model's "
+            f"chosen amount), got {strength:g}")
 
 
 def check_method(method: str) -> None:
