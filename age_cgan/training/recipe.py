@@ -1,10 +1,9 @@
 """Recipes: a whole model trained by one command, stage by stage, resumable.
 
 ``lite`` is the model shipped in ``age_cgan/pretrained/``: the CPU-sized networks
-(``networks.ARCHITECTURES["lite"]``) trained on UTKFace at 64 px on a 2-core CPU: Age-cGAN's
-stages 1, 2, fr, 3, then the age estimator and the aging network (budget: 150 minutes of wall
-time). Each stage runs as ``train.py --stage N`` would, with the steps
-and settings below; ``resume=True`` continues a stage from its checkpoint and passes over a
+(``networks.ARCHITECTURES["lite"]``) trained on a 2-core CPU: Age-cGAN's 1, 2, fr, 3 and the age estimator on UTKFace at 64 px, then the age prototypes and the aging
+network at 128 px, taught by them, on ``prototype_data`` (budget: 150 minutes of wall time).
+Each stage runs as ``train.py --stage N`` would, with the steps and settings below; ``resume=True`` continues a stage from its checkpoint and passes over a
 finished one, so a recipe cut off at any point is continued by the same command with
 ``--resume``. Wall time per stage and in all goes to ``RUN/recipe.json``.
 """
@@ -26,7 +25,7 @@ from age_cgan.training.orchestration import check_stages, dry_run_line, format_p
 #: TensorFlow (the faster backend there), which shared the CPU with other work at times; the
 #: dry run's time estimate comes from these.
 LITE_SECONDS_PER_STEP = {"1": 0.327, "2": 0.128, "fr": 0.36, "3": 0.42, "age": 0.49,
-                         "aging": 1.0}
+                         "aging": 1.45}  # aging: at 128 px, batch 16, its pairs and figures
 
 RECIPES = {
     "lite": {
@@ -39,9 +38,15 @@ RECIPES = {
                    ("3", {"steps": 1000}),  # ~3 epochs of identity fine-tuning
                    # the image-to-image aging network and its age estimator (the default)
                    ("age", {"steps": 2500}),  # ~8.4 epochs, augmented
-                   # ~1.7 epochs: a 2,000-step run drew diagonal stripe textures from step
-                   # ~1,250 on (the discriminator and the estimator both took them for age)
-                   ("aging", {"steps": 1000, "batch_size": 32})],
+                   # at 128 px on --prototype-data's faces, taught by the age prototypes
+                   # (built first, into RUN/prototypes.npz): 3,000 faces aged to every
+                   # category, ~8 pairs a face; the pseudo-pair term leads, the spectrally
+                   # normalised patch discriminator and the estimator weigh 0.1
+                   ("aging", {"steps": 1500, "batch_size": 16, "aging_size": 128,
+                              "aging_pair_faces": 3000, "aging_warmup_steps": 0,
+                              "aging_adversarial_weight": 0.1, "aging_age_weight": 0.1,
+                              "aging_change_weight": 0.0, "aging_smoothness_weight": 0.0,
+                              "aging_tint_weight": 1.0})],
         "seconds_per_step": LITE_SECONDS_PER_STEP,
     },
 }
@@ -77,8 +82,9 @@ def format_recipe_plan(name: str, base: TrainConfig, word=python_words, only=Non
              f"{sum(expected.values()) / 60:.0f} minutes on a 2-core CPU (TensorFlow)"]
     if _builds_prototypes(name, configs):
         check_prototype_step(base)
-        lines.append(f"then the age prototypes from {_prototype_source(base)} into "
-                     f"{base.run}/prototypes.npz (~3 minutes; the default method)")
+        lines.append(f"before stage aging, the age prototypes from {_prototype_source(base)} "
+                     f"into {base.run}/prototypes.npz (~2 minutes): the aging network's "
+                     "teacher and the default method")
     for config in configs:
         settings = {k: v for k, v in dataclasses.asdict(config).items()
                     if v != getattr(TrainConfig(), k) and k not in ("run", "data", "stage")}
@@ -106,23 +112,26 @@ def _run_stages(name: str, base: TrainConfig, configs) -> dict:
     record_path = run.path / "recipe.json"
     record = json.loads(record_path.read_text()) if base.resume and record_path.is_file() else {}
     record.update(recipe=name, stages=record.get("stages", {}))
-    for config in configs:
+    prototypes = _builds_prototypes(name, configs)
+
+    def timed(stage_name, work, steps=None):
         started = time.time()
-        train(config)
-        seconds = time.time() - started
-        stage = record["stages"].setdefault(config.stage, {"wall_seconds": 0.0})
-        stage["wall_seconds"] += seconds  # a resumed stage adds its calls' times
-        stage["steps"] = config.steps
+        done = work()
+        if done is False:  # passed over: nothing to time
+            return
+        stage = record["stages"].setdefault(stage_name, {"wall_seconds": 0.0})
+        stage["wall_seconds"] += time.time() - started  # a resumed stage adds its calls' times
+        if steps is not None:
+            stage["steps"] = steps
         record["total_wall_seconds"] = sum(s["wall_seconds"] for s in record["stages"].values())
         write_json_atomic(record_path, record, "the recipe's wall-time record")
-    if _builds_prototypes(name, configs):
-        started = time.time()
-        built = build_prototypes_step(base, run)
-        if built:
-            record["stages"]["prototypes"] = {"wall_seconds": time.time() - started}
-            record["total_wall_seconds"] = sum(s["wall_seconds"]
-                                               for s in record["stages"].values())
-            write_json_atomic(record_path, record, "the recipe's wall-time record")
+
+    for config in configs:
+        if prototypes and config.stage == "aging":  # the aging network's teacher, first
+            timed("prototypes", lambda: build_prototypes_step(base, run))
+        timed(config.stage, lambda: train(config), config.steps)
+    if prototypes:
+        set_default_method(run)
     return record
 
 
@@ -153,22 +162,22 @@ def check_prototype_step(base: TrainConfig) -> None:
 
 
 def build_prototypes_step(base: TrainConfig, run: RunFolder) -> bool:
-    """The recipe's last step: the age prototypes of ``prototype_data`` (else ``data``) into
-    RUN/prototypes.npz, and the prototype method as the run's default with its strengths;
-    passed over when a resumed run has them. Returns whether it built them."""
-    from age_cgan.aging.prototype import PrototypeStrengths
-    from age_cgan.data import load_dataset
-    from age_cgan.prototypes.build import build_prototypes
-    from age_cgan.prototypes.store import IMAGE_SIDE
+    """The age prototypes of ``prototype_data`` (else ``data``) into RUN/prototypes.npz, before
+    stage aging learns from them; passed over when the run has them. Returns whether it built
+    them."""
+    from age_cgan.training.aging_stages import run_prototypes
 
-    path = run.path / "prototypes.npz"
-    if base.resume and path.is_file():
+    if (run.path / "prototypes.npz").is_file():
         return False
-    dataset = load_dataset(_prototype_source(base), IMAGE_SIDE, base.age_bins,
-                           progress=base.progress)
-    build_prototypes(dataset, progress=base.progress).save(path)
+    run_prototypes(base, run, base.progress)
+    return True
+
+
+def set_default_method(run: RunFolder) -> None:
+    """The run's default method and its strengths in config.json, once every stage ran."""
+    from age_cgan.aging.prototype import PrototypeStrengths
+
     config = run.read_config()
     config.update(default_method="prototype", network_strength=config.get(
         "default_strength", 1.0), prototype_strengths=dataclasses.asdict(PrototypeStrengths()))
     write_json_atomic(run.config_path, config, "the run's settings")
-    return True
