@@ -244,6 +244,10 @@ def test_an_aging_network_of_another_side_loads_and_changes_at_its_side(mixed_mo
     assert change.shape == (2, 2, 128, 128, 3) and np.abs(change).max() > 0.01
     aged = models.age_faces(faces, [1, 4], "network", progress=False)  # the evaluation's path
     assert aged.shape == (2, NUM_AGES, 64, 64, 3) and not np.array_equal(aged[:, 0], aged[:, 5])
+    big = np.random.default_rng(1).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    for method in ("network", "none", "prototype"):  # 128 px faces: E, G, A read them at 64
+        assert models.age_faces(big, [1, 4], method, progress=False).shape == (
+            2, NUM_AGES, 128, 128, 3)
     # ages still have to match the bins
     models.bins = models.bins.parse("0-29,30+")
     with pytest.raises(Exception, match="aging_network has 6 age categories"):

@@ -7,9 +7,8 @@ Each network may be replaced by an explicit ``.keras`` file. ``age`` ages one fa
 method name; ``age_faces`` a batch (evaluation). The methods themselves live beside this
 module: ``latent`` (z0, z*_pixel, z*_IP), ``difference``, ``network``.
 
-The aging network may read another side than the other networks (e.g. 128 px beside 64 px
-ones): ``image_size`` is the others' side, and each network is given the faces resized to its
-own side (``data.resize_faces``).
+The aging network may read another side than the others (``image_size``, e.g. 128 px beside
+64 px): each network gets the faces resized to its own side (``data.resize_faces``).
 """
 
 from __future__ import annotations
@@ -126,14 +125,11 @@ class AgingModels:
 
     @property
     def image_size(self) -> int:
-        """The side of the faces the networks read: the encoder's, else the age estimator's,
-        else the generator's; the aging network's own side only when it is the only one."""
+        """The encoder's side, else the age estimator's, else (alone) the aging network's."""
         if self.encoder is not None:
             return int(self.encoder.input_shape[1])
         if self.age_estimator is not None:
             return int(self.age_estimator.input_shape[1])
-        if self.generator is not None:
-            return int(self.generator.output_shape[1])
         return int(self.aging_network.input_shape[0][1])
 
     @property
@@ -284,9 +280,8 @@ class AgingModels:
         return int(np.argmin(errors))
 
     def estimate_sources(self, faces: np.ndarray):
-        """The age estimator's guess of each uint8 face's category (N,), its probability (N,)
-        and years (N,), the faces resized to ``image_size``; MissingModel without an
-        estimator."""
+        """The age estimator's guess of each uint8 face's category (N,) (resized to its side),
+        its probability (N,) and years (N,); MissingModel without an estimator."""
         probabilities, years = estimate_ages(self.need("age_estimator"),
                                              resize_faces(faces, self.image_size))
         guess = probabilities.argmax(axis=1)
@@ -344,11 +339,9 @@ class AgingModels:
                             categories=None, strength: float = DEFAULT_STRENGTH,
                             batch_size: int = 256) -> np.ndarray:
         """The outputs of ``method`` from its latents for uint8 faces (B, S, S, 3) of any side:
-        uint8 (B, n, S, S, 3) at the faces' side, one column per category of ``categories``
-        (default: every category). ``difference`` and ``network`` add their change from the
-        source age (B,) to each category to the photo itself (the aging network reads the
-        faces at its own side), ``prototype`` ages the photo; the Age-cGAN methods' G(z, y)
-        is resized to the faces' side."""
+        uint8 (B, n, S, S, 3) at that side (G(z, y) resized to it), one column per category of
+        ``categories`` (default: every category). ``difference`` and ``network`` add their
+        change from the source age (B,) to each category to the photo itself."""
         check_method(method)
         categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
         sources = np.asarray(sources, np.int64).reshape(-1)
@@ -359,8 +352,7 @@ class AgingModels:
         if method not in CHANGE_METHODS:
             made = denormalize(self.generate_batch(np.asarray(z, np.float32),
                                                    np.array(categories), batch_size))
-            return resize_faces(made.reshape(-1, *made.shape[2:]),
-                                faces.shape[1]).reshape(*made.shape[:2], *faces.shape[1:])
+            return np.stack([resize_faces(columns, faces.shape[1]) for columns in made])
         change = self.changes(faces, z, sources, method, np.array(categories), strength,
                               batch_size)
         return np.stack([add_change(face, c) for face, c in zip(faces, change)])
@@ -428,10 +420,9 @@ class AgingModels:
                 details = {"detail": detail, "aged_detail": photo_at[1:],
                            "reconstruction_detail": photo_at[0]}
         elif optimize in CHANGE_METHODS:
-            seen = face  # what the aging network reads, resized to its side
-            if optimize == "network" and detail is not None and \
-                    self.need("aging_network").input_shape[0][1] != self.image_size:
-                seen = detail
+            # an aging network of another side reads the sharper detail (resized to its side)
+            seen = detail if optimize == "network" and detail is not None and self.need(
+                "aging_network").input_shape[0][1] != self.image_size else face
             change = self.changes(seen[None], None if z is None else z[None], [source],
                                   optimize, [source] + categories, strength)[0]
             photo_at = add_change(face, change)  # the photo at its own age, then the targets

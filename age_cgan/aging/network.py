@@ -4,9 +4,9 @@ T(photo, own category, target category) -> a change (``networks.build_aging_netw
 by ``train.py --stage aging``); the aged face is photo + s * change, brightness only on a
 greyscale photo. The network reads the photo at its own input side (``data.resize_faces``, the
 training faces' Lanczos), which need not be the other networks'; the change comes back at that
-side, and ``result.add_change`` resizes it to the photo. The person's own category comes from ``source_age`` when the user gives it,
-else from the age estimator A (``train.py --stage age``): its most probable category, with
-that probability as the confidence and its years.
+side, and ``result.add_change`` resizes it to the photo. The person's own category comes from
+``source_age`` when the user gives it, else from the age estimator A (``train.py --stage
+age``): its most probable category, with that probability as the confidence and its years.
 """
 
 from __future__ import annotations
