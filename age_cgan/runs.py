@@ -176,10 +176,12 @@ def load_face_recognizer(run: RunFolder | None, weights: str, image_size: int, i
                                  input_size=input_size, arch=arch)
 
 
-def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool = True):
+def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool = True,
+                         image_size: int | None = None):
     """The run's faces, decoded and split exactly as training does (its data, image_size,
-    age_bins, test_fraction, seed and data_cache); ``data`` replaces the run's data. A dict is
-    a stored config.json, read back as a ``TrainConfig`` (so the defaults are its fields')."""
+    age_bins, test_fraction, seed and data_cache); ``data`` replaces the run's data and
+    ``image_size`` its side. A dict is a stored config.json, read back as a ``TrainConfig``
+    (so the defaults are its fields')."""
     from age_cgan.config import TrainConfig
     from age_cgan.data import load_dataset
 
@@ -190,7 +192,7 @@ def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool =
         raise RunFolderError(f"no data given: pass {setting('data')} (a UTKFace folder, "
                              "wiki.mat / imdb.mat, or a CSV of path,age)")
     return load_dataset(
-        data, image_size=config.image_size, age_bins=config.age_bins,
+        data, image_size=image_size or config.image_size, age_bins=config.age_bins,
         cache_dir=config.data_cache, test_fraction=config.test_fraction, seed=config.seed,
         progress=progress)
 

@@ -64,3 +64,28 @@ def trained_run(tmp_path_factory, tiny_faces):
     train(TrainConfig(stage="age-cgan", data=str(tiny_faces), run=str(run), steps=2,
                       data_cache=str(cache), **TINY))
     return run
+
+
+def mixed_size_model(folder, side=128, seed=3):
+    """A copy of the shipped model (age_cgan/pretrained/lite) whose aging network is an
+    untrained ``side`` px one, its last convolution given small random weights so that its
+    change is not zero; the other networks stay at 64 px. SHA256SUMS is written again, so the
+    copy also verifies as a packaged model."""
+    import shutil
+
+    import numpy as np
+
+    from age_cgan import networks
+    from age_cgan.pretrained import CHECKSUMS, DEFAULT_MODEL, read_checksums, write_checksums
+    from age_cgan.runs import RunFolder
+
+    shutil.copytree(DEFAULT_MODEL, folder)
+    network = networks.build_aging_network(side, 6, "lite")
+    last = network.get_layer("light_and_colour")
+    rng = np.random.default_rng(seed)
+    last.set_weights([rng.normal(0, 0.05, w.shape).astype("float32")
+                      for w in last.get_weights()])
+    RunFolder(folder).save_model(network, "aging_network")
+    write_checksums(folder, read_checksums(folder))
+    assert (folder / CHECKSUMS).is_file()
+    return folder

@@ -296,3 +296,61 @@ def test_the_page_handler_names_why_a_method_is_not_offered(aging_run, tmp_path)
     assert refused.startswith("Method 'identity' is not offered: this model cannot run it")
     assert "Choose one of network" in refused
     assert [face_number(v, 2) for v in ("1", 1, "0", None, "x", 7, -3)] == [1, 1, 0, 0, 0, 1, 0]
+
+
+# --- an aging network of another side than the other networks ----------------------------------
+
+@pytest.fixture(scope="module")
+def mixed_model(tmp_path_factory):
+    """The shipped model's copy with a 128 px aging network beside its 64 px networks."""
+    from conftest import mixed_size_model
+
+    return mixed_size_model(tmp_path_factory.mktemp("mixed") / "model")
+
+
+def test_an_aging_network_of_another_side_loads_and_changes_at_its_side(mixed_model):
+    from age_cgan.aging.network import network_changes
+
+    models = AgingModels.from_run(mixed_model)
+    assert models.image_size == 64 and models.aging_network.input_shape[0][1] == 128
+    faces = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    change = network_changes(models.aging_network, faces, [1, 4], [0, 5], 1.0)
+    assert change.shape == (2, 2, 128, 128, 3) and np.abs(change).max() > 0.01
+    aged = models.age_faces(faces, [1, 4], "network", progress=False)  # the evaluation's path
+    assert aged.shape == (2, NUM_AGES, 64, 64, 3) and not np.array_equal(aged[:, 0], aged[:, 5])
+    big = np.random.default_rng(1).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    for method in ("network", "none", "prototype"):  # 128 px faces: E, G, A read them at 64
+        assert models.age_faces(big, [1, 4], method, progress=False).shape == (
+            2, NUM_AGES, 128, 128, 3)
+    # ages still have to match the bins
+    models.bins = models.bins.parse("0-29,30+")
+    with pytest.raises(Exception, match="aging_network has 6 age categories"):
+        models._check_shapes()
+
+
+def test_the_aging_network_reads_the_detail_at_its_own_side(mixed_model):
+    """age(): the estimator reads the 64 px face, the 128 px network the detail resized to 128
+    (not the face upsampled); the change goes onto the face and onto the detail."""
+    from age_cgan.aging.network import network_changes
+    from age_cgan.data import resize_faces
+
+    from test_judges import astronaut_face
+
+    models = AgingModels.from_run(mixed_model)
+    face, detail = astronaut_face(64), astronaut_face(200)
+    aged = models.age(face, "network", source_age=40, progress=False, detail=detail)
+    assert aged.aged.shape == (NUM_AGES, 64, 64, 3)
+    assert aged.aged_detail.shape == (NUM_AGES, 200, 200, 3)
+    assert aged.reconstruction_detail.shape == (200, 200, 3)
+    cats = [aged.source_category, *range(NUM_AGES)]
+    strength = aged.strength
+    seen = network_changes(models.aging_network, resize_faces(detail[None], 128), [3], cats,
+                           strength)[0]
+    assert np.array_equal(aged.aged_detail, add_change(detail, seen)[1:])
+    assert np.array_equal(aged.aged, add_change(face, seen)[1:])
+    upsampled = network_changes(models.aging_network, face[None], [3], cats, strength)[0]
+    assert not np.array_equal(aged.aged_detail, add_change(detail, upsampled)[1:])
+    without = models.age(face, "network", source_age=40, progress=False)  # no detail: the face
+    assert np.array_equal(without.aged, add_change(face, upsampled)[1:])
+    guessed = models.age(face, "network", progress=False, detail=detail)
+    assert guessed.source_by == "age estimator"  # from the 64 px face

@@ -349,6 +349,8 @@ def test_judging_side_imports_no_deep_learning_stack():
     (["--max-mib", "0", "--export-faces", "f.npz"], "--max-mib must be above 0"),
     (["--strength", "-1"], "--strength must be between 0 and 3"),
     (["--strength", "nan"], "--strength must be between 0 and 3"),
+    (["--side", "0"], "--side must be at least 1"),
+    (["--judge", "f.npz", "--side", "128"], "use it without --judge"),
 ])
 def test_numeric_flags_are_refused_up_front(flags, words, capsys):
     from age_cgan.cli.evaluate import main
@@ -373,3 +375,54 @@ def test_outputs_and_faces_files_are_checked_before_the_work(tmp_path, trained_r
     assert main(["--judge", str(cut), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"{cut} is damaged: not a whole .npz archive" in err and "--export-faces" in err
+
+
+# --------------------------------------------------------------------------- --side
+
+
+def test_a_64_px_model_evaluated_on_128_px_faces(tmp_path, judges_installed, monkeypatch):
+    """--side 128: the test faces are loaded and aged at 128 px (the prototypes and a 128 px
+    aging network beside the shipped model's 64 px networks), the 64 px networks read them
+    resized, and the judges, the realism test included, read the aged faces at 128."""
+    from PIL import Image
+
+    from age_cgan.cli.evaluate import main
+    from age_cgan.evaluation.metrics import realism
+    from conftest import mixed_size_model
+
+    monkeypatch.setenv("AGE_CGAN_CACHE", str(tmp_path / "cache"))
+    model = mixed_size_model(tmp_path / "model")
+    data = tmp_path / "faces128"
+    data.mkdir()
+    big = astronaut_face(140)
+    for i in range(110):  # crops of the portrait; the run's test_fraction 0.1 keeps 10+
+        dy, dx = (i * 7) % 13, (i * 5) % 13
+        face = big[dy:dy + 128, dx:dx + 128][:, ::(-1 if i % 2 else 1)]
+        age = (5, 24, 35, 44, 55, 70)[i % 6]
+        Image.fromarray(np.ascontiguousarray(face)).save(
+            data / f"{age}_1_0_20170101{i:06d}.jpg.chip.jpg", quality=95)
+    judged_sides = []
+
+    def two_sample_test(images, labels, groups, **settings):  # the CNN is tested elsewhere
+        judged_sides.append((images.shape[1:], settings["side"]))
+        return {"accuracy": 0.5, "spread": 0.0, "per_seed": [0.5], "samples": len(labels)}
+
+    monkeypatch.setattr(realism, "two_sample_test", two_sample_test)
+    faces_file = tmp_path / "faces.npz"
+    assert main(["--run", str(model), "--data", str(data), "--side", "128", "--methods",
+                 "prototype,network", "--per-age", "1", "--realism-seeds", "1",
+                 "--export-faces", str(faces_file), "--no-progress"]) == 0
+    faces = ev.FaceBundle.load(faces_file)
+    n = len(faces.test_images)
+    assert n >= 10 and faces.test_images.shape[1:] == (128, 128, 3)
+    assert faces.aged.shape == (2, n, 6, 128, 128, 3) and faces.meta["image_size"] == 128
+    assert faces.generated.shape[1:] == (64, 64, 3)  # what G makes
+    assert faces.meta["settings"]["side"] == 128
+    changed = np.abs(faces.aged[1].astype(int) - faces.test_images[:, None]).mean(axis=(2, 3, 4))
+    assert (changed > 1).sum() >= n  # the network changed the faces
+    assert main(["--judge", str(faces_file), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert set(results["aging"]["methods"]) == {"prototype", "network"}
+    for method in results["aging"]["methods"].values():
+        assert method["mean"]["n"] == n * 5 and 0 <= method["mean"]["same_person_rate"] <= 1
+    assert judged_sides == [((128, 128, 3), 128)] * 3  # two methods and the input photo

@@ -330,3 +330,23 @@ def test_outputs_never_replace_inputs_and_are_checked_before_the_work(run, tmp_p
     assert main([str(photo), "--run", str(run.path), "--no-progress", "--out",
                  str(tmp_path / "o.png"), "--json", str(log)]) == 0
     assert json.loads(log.read_text())["photo"] == str(photo)
+
+
+def test_a_128_px_aging_network_beside_64_px_networks(tmp_path):
+    """A packaged model whose aging network reads 128 px (the others 64): infer.py verifies it,
+    the network reads the crop's detail and the aged crops keep the detail's size."""
+    from conftest import mixed_size_model
+
+    model = mixed_size_model(tmp_path / "model")
+    portrait = Image.open(PORTRAIT).convert("RGB")
+    portrait.resize((portrait.width * 3, portrait.height * 3), Image.Resampling.LANCZOS).save(
+        tmp_path / "big.png")
+    out, log = tmp_path / "aged", tmp_path / "faces.jsonl"
+    assert main([str(tmp_path / "big.png"), "--model", str(model), "--method", "network",
+                 "--separate", "--out", str(out), "--json", str(log), "--no-progress"]) == 0
+    record = json.loads(log.read_text())
+    assert record["method"] == "network" and record["detail_side"] > 128
+    photo = np.asarray(Image.open(record["images"]["input"]), np.int16)
+    aged = np.asarray(Image.open(record["images"]["60+"]), np.int16)
+    assert photo.shape == aged.shape == (record["detail_side"],) * 2 + (3,)
+    assert np.abs(aged - photo).mean() > 1  # the network's change, added at the detail's size

@@ -6,6 +6,9 @@ generator (Age-cGAN), and where the folder has them the age estimator and the ag
 Each network may be replaced by an explicit ``.keras`` file. ``age`` ages one face crop by
 method name; ``age_faces`` a batch (evaluation). The methods themselves live beside this
 module: ``latent`` (z0, z*_pixel, z*_IP), ``difference``, ``network``.
+
+The aging network may read another side than the others (``image_size``, e.g. 128 px beside
+64 px): each network gets the faces resized to its own side (``data.resize_faces``).
 """
 
 from __future__ import annotations
@@ -106,8 +109,8 @@ class AgingModels:
             network = getattr(self, name)
             if network is None:
                 continue
-            sizes[f"{name} input"] = network.input_shape[0][1] if name == "aging_network" \
-                else network.input_shape[1]
+            if name == "age_estimator":  # the aging network may read any side (resized to it)
+                sizes[f"{name} input"] = network.input_shape[1]
             ages = network.input_shape[1][-1] if name == "aging_network" \
                 else network.output_shape[0][-1]
             if ages != self.bins.num_ages:
@@ -122,11 +125,12 @@ class AgingModels:
 
     @property
     def image_size(self) -> int:
+        """The encoder's side, else the age estimator's, else (alone) the aging network's."""
         if self.encoder is not None:
             return int(self.encoder.input_shape[1])
-        if self.aging_network is not None:
-            return int(self.aging_network.input_shape[0][1])
-        return int(self.age_estimator.input_shape[1])
+        if self.age_estimator is not None:
+            return int(self.age_estimator.input_shape[1])
+        return int(self.aging_network.input_shape[0][1])
 
     @property
     def z_dim(self) -> int:
@@ -239,8 +243,9 @@ class AgingModels:
 
     # --- forward passes -----------------------------------------------------------------------
     def encode(self, faces: np.ndarray) -> np.ndarray:
-        """E(faces): uint8 (N, S, S, 3) -> z0 float32 (N, z_dim)."""
+        """E(faces): uint8 (N, S, S, 3), resized to ``image_size``, -> z0 float32 (N, z_dim)."""
         encoder = self.need("encoder")
+        faces = resize_faces(faces, self.image_size)
         return keras.ops.convert_to_numpy(encoder(normalize(faces), training=False))
 
     def generate(self, z: np.ndarray, categories) -> np.ndarray:
@@ -275,9 +280,10 @@ class AgingModels:
         return int(np.argmin(errors))
 
     def estimate_sources(self, faces: np.ndarray):
-        """The age estimator's guess of each uint8 face's category (N,), its probability (N,)
-        and years (N,); MissingModel without an estimator."""
-        probabilities, years = estimate_ages(self.need("age_estimator"), faces)
+        """The age estimator's guess of each uint8 face's category (N,) (resized to its side),
+        its probability (N,) and years (N,); MissingModel without an estimator."""
+        probabilities, years = estimate_ages(self.need("age_estimator"),
+                                             resize_faces(faces, self.image_size))
         guess = probabilities.argmax(axis=1)
         return guess, probabilities[np.arange(len(guess)), guess], years
 
@@ -285,9 +291,10 @@ class AgingModels:
     def optimize_latents(self, faces, z0, categories, mode: str, steps: int | None = None,
                          learning_rate: float = LEARNING_RATE, progress: bool = True,
                          batch_size: int | None = None, desc: str | None = None):
-        """``latent.optimize_latents`` on these networks: (best z (B, z_dim), losses)."""
-        return optimize_latents(self, faces, z0, categories, mode, steps, learning_rate,
-                                       progress, batch_size, desc)
+        """``latent.optimize_latents`` on these networks, the faces resized to ``image_size``:
+        (best z (B, z_dim), losses)."""
+        return optimize_latents(self, resize_faces(faces, self.image_size), z0, categories,
+                                mode, steps, learning_rate, progress, batch_size, desc)
 
     def optimize_latent(self, face, z0, category: int, mode: str, steps: int | None = None,
                         learning_rate: float = LEARNING_RATE, progress: bool = True):
@@ -320,7 +327,8 @@ class AgingModels:
     def changes(self, faces, z, sources, method: str, categories, strength: float,
                 batch_size: int = 256) -> np.ndarray:
         """What a change method (``CHANGE_METHODS``) adds to each photo for each category:
-        float32 (B, n, S, S, 3) in [-1, 1] units."""
+        float32 (B, n, T, T, 3) in [-1, 1] units at the side T of the network that made it
+        (``add_change`` resizes it to a photo)."""
         if method == "network":
             return network_changes(self.need("aging_network"), faces, sources, categories,
                                    strength, batch_size)
@@ -330,9 +338,10 @@ class AgingModels:
     def images_from_latents(self, faces: np.ndarray, z, sources, method: str,
                             categories=None, strength: float = DEFAULT_STRENGTH,
                             batch_size: int = 256) -> np.ndarray:
-        """The outputs of ``method`` from its latents: uint8 (B, n, S, S, 3), one column per
-        category of ``categories`` (default: every category). ``difference`` and ``network``
-        add their change from the source age (B,) to each category to the photo itself."""
+        """The outputs of ``method`` from its latents for uint8 faces (B, S, S, 3) of any side:
+        uint8 (B, n, S, S, 3) at that side (G(z, y) resized to it), one column per category of
+        ``categories`` (default: every category). ``difference`` and ``network`` add their
+        change from the source age (B,) to each category to the photo itself."""
         check_method(method)
         categories = list(range(self.bins.num_ages)) if categories is None else list(categories)
         sources = np.asarray(sources, np.int64).reshape(-1)
@@ -341,8 +350,9 @@ class AgingModels:
             return np.stack([ager.age(face, source, categories, strength, crop_landmarks(face))
                              for face, source in zip(faces, sources)])
         if method not in CHANGE_METHODS:
-            return denormalize(self.generate_batch(np.asarray(z, np.float32),
+            made = denormalize(self.generate_batch(np.asarray(z, np.float32),
                                                    np.array(categories), batch_size))
+            return np.stack([resize_faces(columns, faces.shape[1]) for columns in made])
         change = self.changes(faces, z, sources, method, np.array(categories), strength,
                               batch_size)
         return np.stack([add_change(face, c) for face, c in zip(faces, change)])
@@ -351,8 +361,9 @@ class AgingModels:
                   categories=None, strength: float = DEFAULT_STRENGTH,
                   learning_rate: float = LEARNING_RATE, progress: bool = True,
                   batch_size: int | None = None) -> np.ndarray:
-        """A batch of uint8 faces (B, S, S, 3) at their source categories (B,) through
-        ``method``: uint8 (B, n, S, S, 3), one column per category (default: all)."""
+        """A batch of uint8 faces (B, S, S, 3) of any side at their source categories (B,)
+        through ``method``: uint8 (B, n, S, S, 3) at their side, one column per category
+        (default: all); each network reads them at its own side."""
         z, _, _ = self.latents(faces, sources, method, steps, learning_rate, progress, batch_size)
         return self.images_from_latents(faces, z, sources, method, categories, strength)
 
@@ -366,7 +377,9 @@ class AgingModels:
         ``optimize`` is any method of ``METHODS``. The source category is ``source_age``'s, else
         the age estimator's guess, else (no estimator) the category whose reconstruction from
         z0 is nearest to the face. ``difference`` / ``network`` add their change (``strength``
-        times) to the photo, and to ``detail`` (the same crop at its own size) when given."""
+        times) to the photo, and to ``detail`` (the same crop at its own size) when given. An
+        aging network of another side than the face's reads ``detail`` resized to its side
+        (sharper than the face upsampled) when given; the age estimator reads the face."""
         start = time.perf_counter()
         check_method(optimize)
         if face.shape != (self.image_size, self.image_size, 3):
@@ -407,7 +420,10 @@ class AgingModels:
                 details = {"detail": detail, "aged_detail": photo_at[1:],
                            "reconstruction_detail": photo_at[0]}
         elif optimize in CHANGE_METHODS:
-            change = self.changes(face[None], None if z is None else z[None], [source],
+            # an aging network of another side reads the sharper detail (resized to its side)
+            seen = detail if optimize == "network" and detail is not None and self.need(
+                "aging_network").input_shape[0][1] != self.image_size else face
+            change = self.changes(seen[None], None if z is None else z[None], [source],
                                   optimize, [source] + categories, strength)[0]
             photo_at = add_change(face, change)  # the photo at its own age, then the targets
             if optimize == "difference":  # the reconstruction is G's pivot, the ages the photo's

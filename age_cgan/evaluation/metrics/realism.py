@@ -17,7 +17,8 @@ import numpy as np
 
 from age_cgan.data import resize_faces
 
-#: The classifier sees faces at this side (the judges' resolution, and quick on a CPU).
+#: The classifier's default side (the judges' resolution, and quick on a CPU); the evaluation
+#: passes the side of the faces it judges.
 SIDE = 64
 #: Grouped cross-validation folds.
 FOLDS = 5
@@ -72,13 +73,14 @@ def classifier(side: int = SIDE):
 
 
 def two_sample_test(images, labels, groups, folds: int = FOLDS, seeds: int = 3,
-                    epochs: int = 15, batch_size: int = 64, progress: bool = False) -> dict:
+                    epochs: int = 15, batch_size: int = 64, progress: bool = False,
+                    side: int = SIDE) -> dict:
     """Held-out accuracy of fresh classifiers, ``folds``-fold grouped cross-validation repeated
     for ``seeds`` seeds: {"accuracy": mean, "spread": std over seeds, "per_seed": [...],
-    "samples": N}. ``images`` uint8 (N, S, S, 3), resized to ``SIDE``."""
+    "samples": N}. ``images`` uint8 (N, S, S, 3), resized to ``side``."""
     import keras
 
-    x = resize_faces(images, SIDE).astype(np.float32) / 127.5 - 1.0
+    x = resize_faces(images, side).astype(np.float32) / 127.5 - 1.0
     y = np.asarray(labels, np.float32)
     per_seed = []
     for seed in range(seeds):
