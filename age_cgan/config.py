@@ -200,9 +200,6 @@ class TrainConfig:
     aging_pair_faces: int = _setting(2000, "stage aging: training faces aged by the "
                                      "prototypes to every category for the pseudo-pair term "
                                      "(once, ~0.1 s a face, kept in RUN/stageaging/pairs.npz)")
-    aging_pair_shift: int = _setting(1, "stage aging: the prototypes' change is moved by up "
-                                     "to this many pixels against the photo in each pair, so "
-                                     "the network is not asked to place each fold exactly")
     aging_figure_faces: int = _setting(30, "stage aging: validation faces aged at each sample "
                                        "step for TensorBoard's figures: same person (dlib), in "
                                        "the target category (the age judge) and the two-sample "
@@ -259,8 +256,7 @@ class TrainConfig:
         for name in ("mismatch_weight", "adversarial_weight", "fr_distill_weight",
                      "fr_relation_weight", "fr_identity_weight", "fr_margin",
                      "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches",
-                     "age_years_weight", "aging_warmup_steps", "aging_pair_shift",
-                     "aging_figure_faces",
+                     "age_years_weight", "aging_warmup_steps", "aging_figure_faces",
                      *AGING_WEIGHTS):
             value = getattr(self, name)
             if not 0 <= value < math.inf:

@@ -102,8 +102,7 @@ def test_the_stages_train_resume_and_log(aging_run):
             "aging/loss/tint", "aging/loss/pair", "aging/loss/d"} <= set(losses)
     # the pairs were made once, for the faces the stage draws, and kept for the resume
     with np.load(run / "stageaging" / "pairs.npz") as pairs:
-        assert pairs["aged"].shape[:2] == (len(pairs["rows"]), NUM_AGES) and \
-            len(pairs["scales"]) == 4 and np.all(pairs["scales"] > 0)
+        assert pairs["aged"].shape[:2] == (len(pairs["rows"]), NUM_AGES)
     grid = np.asarray(Image.open(sorted((run / "stageaging" / "samples").glob("*.png"))[-1]))
     assert grid.shape[1] > (1 + NUM_AGES) * 32  # input | every age
     assert grid.shape[0] > 2 * TINY["grid_rows"] * 32  # each face: prototypes, then network

@@ -83,7 +83,7 @@ def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
                        image_size=32, grid_rows=2, data_cache=str(tmp_path / "cache"))
     plan = recipe.format_recipe_plan("lite", base)
     assert "recipe lite: 6 stages" in plan and "expected" in plan and "arch=lite" in plan
-    assert "then the age prototypes" in plan
+    assert "before stage aging, the age prototypes" in plan
     assert not (tmp_path / "run").exists()  # the dry run writes nothing
     record = recipe.run_recipe("lite", base)
     assert set(record["stages"]) == {"1", "2", "fr", "3", "age", "aging", "prototypes"}
@@ -132,7 +132,7 @@ def test_every_planned_stage_is_checked_before_the_first_trains(tmp_path, capsys
     assert main(["--recipe", "lite", "--stage", "network", "--dry-run"] + common) == 0
     out = capsys.readouterr().out
     assert "recipe lite: 2 stages" in out and "stage age:" in out and "stage aging:" in out
-    assert "batch_size=32" in out and "steps=1000" in out and "stage 1:" not in out
+    assert "batch_size=16" in out and "aging_size=128" in out and "stage 1:" not in out
     # a stage whose earlier networks are missing and not planned: refused, naming the group
     assert main(["--stage", "aging", "--dry-run"] + common) == 1
     error = capsys.readouterr().err

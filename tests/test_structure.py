@@ -167,7 +167,8 @@ def test_every_setting_is_an_option_of_train_py():
             expected = not field.default if field.default is not None else True
         else:
             value = {"stage": "fr", "arch": "lite", "devices": "2", "age_bins": "20-30,40-50",
-                     "test_fraction": "0.2", "image_size": "32"}.get(field.name, "8")
+                     "test_fraction": "0.2", "image_size": "32",
+                     "aging_size": "128"}.get(field.name, "8")
             argv = [option, value]
             expected = (int(value) if int in kinds and value.isdigit()
                         else float(value) if float in kinds else value)

@@ -18,8 +18,10 @@ from age_cgan.examples import PORTRAIT
 DESCRIPTION = (
     "The whole pipeline, briefly, in one command: train each network for a few steps in a run "
     "folder, then age a photo with the result as infer.py does, by each method family. First "
-    "the default method's two stages (train.py --stage network): age = the age estimator, "
-    "aging = the image-to-image aging network; the photo aged by it is RUN/aged.png. Then "
+    "the aging network's two stages (train.py --stage network): age = the age estimator, "
+    "aging = the image-to-image aging network, here without its teacher, the age prototypes "
+    "(building them needs dlib's landmarks and hundreds of faces per age: train.py --recipe "
+    "lite); the photo aged by it is RUN/aged.png. Then "
     "Age-cGAN, which has four stages: 1 = the conditional GAN, 2 = the encoder, fr = the face "
     "recogniser, 3 = identity-preserving fine-tuning of the encoder. The demo trains 1, 2 and 3 "
     "(train.py --stage age-cgan); for stage 3 it builds the face recogniser --fr-weights names "
@@ -27,8 +29,10 @@ DESCRIPTION = (
     "--recipe lite trains them all); the photo aged by its encoder and generator is "
     "RUN/aged_age_cgan.png. Short by default, so that it finishes on a laptop CPU in minutes; "
     "the faces only look like faces after real training (see the README).")
-#: (train.py --stage, infer.py --method, the grid's file name in the run folder), in order.
-PARTS = (("network", "network", "aged.png"), ("age-cgan", "none", "aged_age_cgan.png"))
+#: (train.py --stage, infer.py --method, the grid's file name in the run folder, the stages'
+#: own settings), in order.
+PARTS = (("network", "network", "aged.png", ["--aging-pair-weight", "0"]),
+         ("age-cgan", "none", "aged_age_cgan.png", []))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,11 +66,11 @@ def main(argv=None) -> int:
               "--batch-size", str(args.batch_size), "--arch", args.arch, "--image-size",
               str(args.image_size), "--fr-weights", args.fr_weights, "--resume",
               "--log-every", "5", "--sample-every", str(args.steps)]
-    for stage, _, _ in PARTS:
-        status = train.main(["--stage", stage, *common])
+    for stage, _, _, own in PARTS:
+        status = train.main(["--stage", stage, *common, *own])
         if status:
             return status
-    for _, method, name in PARTS:
+    for _, method, name, _ in PARTS:
         out = Path(args.run) / name
         status = infer.main([args.photo, "--run", args.run, "--out", str(out), "--method", method])
         if status:

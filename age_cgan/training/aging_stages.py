@@ -4,25 +4,28 @@ Stage age: the age estimator A (``networks.build_age_estimator``) on the trainin
     age labels (never a judge's verdicts), with photo-like augmentation (``data.augment``):
     cross-entropy of the category (label smoothing 0.1) + a Huber loss of the years, in decades.
 Stage aging: the aging network T(photo, own, target) -> change (``networks.build_aging_network``)
-    against a conditional patch discriminator D_a, with the frozen A. T's loss, on a batch of
-    real faces x at their own categories y and a random other target t:
+    at ``aging_size`` (default: the run's faces; the lite recipe's: 128 px from
+    ``prototype_data``), taught by the age prototypes, against a conditional patch
+    discriminator D_a, with the frozen A. T's loss, on a batch of real faces x at their own
+    categories y and a target t (a fifth of each batch: t = y):
 
-    * adversarial (LSGAN): D_a(x + T(x, y, t), t) -> 1; D_a learns real (x, y) -> 1, the aged
-      face -> 0, and a real face with a wrong age -> 0, so T must show the target age. D_a is
-      a projection discriminator on the estimator's trunk, started from the trained estimator
-      and trained on, so it knows ages from the first step and learns to call fake the
-      patterns that fool the frozen estimator;
-    * age: A's cross-entropy for t on the aged face, blurred 3x3 (the estimator reads the face,
-      not pixel patterns);
-    * reconstruction: |T(x, y, y)|, no change asked at the own age (a fifth of each batch has
-      t = y);
-    * cycle: |x + T(x, y, t) + T(aged, t, y) - x|, back to the own age (the other rows);
+    * pseudo-pair: the distance to the same face aged by the prototypes to t (``pair_bands``:
+      a Laplacian pyramid after a 2x blur-pool, each band scaled by its size in the
+      prototypes' changes, so folds count as much as light and colour; at t = y the target is
+      the photo). The pairs are made once for ``aging_pair_faces`` training faces, on their own
+      landmarks, and kept in RUN/stageaging/pairs.npz; RUN/prototypes.npz is built first when
+      missing;
+    * adversarial (LSGAN): D_a(x + T(x, y, t), t) -> 1; D_a (``SpectralConv2D`` layers, at twice
+      T's learning rate) learns real (x, y) -> 1, the aged face -> 0, and a real face with a
+      wrong age -> 0;
+    * age: A's cross-entropy for t on the aged face, averaged down to A's side and blurred 3x3;
+    * reconstruction: |T(x, y, y)|; cycle: |x + T(x, y, t) + T(aged, t, y) - x|;
     * change: its mean square, total variation (no stripes or grids) and mean colour apart
       from brightness (no tint over the face).
 
-    T's loss is scaled from 0 to 1 over ``aging_warmup_steps`` while D (at twice T's learning
-    rate) learns which age each real face shows, so that T's first changes meet a D that can
-    call them fake.
+    T's loss is scaled from 0 to 1 over ``aging_warmup_steps``. Samples show fixed test faces
+    aged by the prototypes and by T, and at each sample step the three figures of evaluate.py
+    on ``aging_figure_faces`` validation faces.
 
     On a greyscale face the change is its brightness alone, in training as at use. Both stages
     leave a seeded validation split of the training faces (``data.validation_rows``) unseen.
@@ -35,7 +38,6 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras import ops
-from tqdm.auto import tqdm
 
 from age_cgan import networks
 from age_cgan.aging.loading import PROTOTYPES_FILE
@@ -45,15 +47,16 @@ from age_cgan.backend import Update
 from age_cgan.data import BatchSampler, denormalize, is_gray, normalize, validation_rows
 from age_cgan.data.augment import augment
 from age_cgan.errors import SettingError, setting
-from age_cgan.runs import load_dataset_for_run, write_json_atomic
+from age_cgan.runs import write_json_atomic
+from age_cgan.training.teacher import (aged_by_prototypes, aged_figures, aging_faces, aging_grid,
+                                       pair_distance, pair_scales, prototype_aged,
+                                       prototype_source, run_prototypes, validation_judges)
 from age_cgan.training.stage import Stage
-from age_cgan.visualize import labelled_grid
 
 AGE_ESTIMATOR, AGING_NETWORK, AGING_DISCRIMINATOR = ("age_estimator", "aging_network",
                                                      "aging_discriminator")
 LABEL_SMOOTHING = 0.1
 SAME_AGE_SHARE = 0.2  # rows of an aging batch asked for their own age (the reconstruction)
-PAIR_LEVELS = 4  # the pseudo-pair term's pyramid: three band-pass images and the low-pass
 
 
 class _ImageToImageStage(Stage):
@@ -190,26 +193,6 @@ def to_side(images, side: int):
     return images if factor <= 1 else ops.average_pool(images, factor, strides=factor)
 
 
-def pyramid(images, levels: int = PAIR_LEVELS) -> list:
-    """A Laplacian pyramid of images (B, S, S, C): ``levels`` - 1 band-pass images (each level
-    minus its 2x average-pooled copy upsampled bilinearly; finest first), then the low-pass."""
-    out, x = [], images
-    for _ in range(levels - 1):
-        low = ops.average_pool(x, 2, strides=2)
-        out.append(x - ops.image.resize(low, (x.shape[1], x.shape[2]), interpolation="bilinear"))
-        x = low
-    return [*out, x]
-
-
-def pair_distance(aged, target, scales):
-    """The pseudo-pair term per face (B,): the mean over the pyramid's bands of the mean
-    |band(aged) - band(target)|, each band divided by its ``scale`` (the mean size of that band
-    in the prototypes' changes), so that folds and texture count as much as light and colour."""
-    bands = pyramid(aged - target, len(scales))  # linear: the bands of the difference
-    return sum(ops.mean(ops.abs(b), axis=(1, 2, 3)) / float(s)
-               for b, s in zip(bands, scales)) / len(scales)
-
-
 def total_variation(change):
     return (ops.mean(ops.abs(change[:, 1:] - change[:, :-1]))
             + ops.mean(ops.abs(change[:, :, 1:] - change[:, :, :-1])))
@@ -278,81 +261,6 @@ def make_aging_t_step(weights: dict, pair_scales=None):
                       "aging/estimator_in_target": ops.mean(right)}
 
     return aging_t_step
-
-
-# --------------------------------------------------------------------------- the teacher
-
-
-def run_prototypes(config, run, progress: bool = True) -> Path:
-    """RUN/prototypes.npz, built first from ``prototype_data`` (else ``data``) when the run has
-    none (``python -m age_cgan.prototypes build`` does the same)."""
-    from age_cgan.data import load_dataset
-    from age_cgan.prototypes.build import build_prototypes
-    from age_cgan.prototypes.store import IMAGE_SIDE
-
-    path = run.path / PROTOTYPES_FILE
-    if not path.is_file():
-        if progress:
-            print(f"building the age prototypes from {prototype_source(config)} into {path}")
-        dataset = load_dataset(prototype_source(config), IMAGE_SIDE, config.age_bins,
-                               cache_dir=config.data_cache, progress=progress)
-        build_prototypes(dataset, progress=progress).save(path)
-    return path
-
-
-def prototype_source(config) -> str | None:
-    """The face folder the prototypes (and a stage aging at ``aging_size``) read."""
-    return config.prototype_data or config.data
-
-
-_AGERS = {}
-
-
-def _prototype_aged(args):
-    """(prototypes file, uint8 faces (n, S, S, 3), their categories (n,), categories) -> uint8
-    (n, A, S, S, 3): each face aged by the prototypes to each category, on its own landmarks."""
-    path, faces, sources, categories = args
-    from age_cgan.aging.prototype import PrototypeAger
-    from age_cgan.prototypes.landmarks import crop_landmarks
-    from age_cgan.prototypes.store import Prototypes
-
-    if path not in _AGERS:
-        _AGERS[path] = PrototypeAger(Prototypes.load(path))
-    ager = _AGERS[path]
-    return np.stack([ager.age(face, int(source), categories, 1.0, crop_landmarks(face))
-                     for face, source in zip(faces, sources)])
-
-
-def prototype_aged(path, faces, sources, num_ages: int, progress: bool = True,
-                   workers: int | None = None, chunk: int = 64) -> np.ndarray:
-    """Faces (N, S, S, 3) at their categories (N,) aged by the prototypes of ``path`` to every
-    category: uint8 (N, A, S, S, 3), ``workers`` processes (default: the CPUs), in order."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    pieces = [(str(path), faces[i:i + chunk], sources[i:i + chunk], list(range(num_ages)))
-              for i in range(0, len(faces), chunk)]
-    out = []
-    with tqdm(total=len(faces), desc="faces aged by the prototypes", unit="face",
-              disable=not progress) as bar:
-        with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            for result in pool.map(_prototype_aged, pieces):
-                out.append(result)
-                bar.update(len(result))
-    return np.concatenate(out)
-
-
-def pair_scales(faces, aged, levels: int = PAIR_LEVELS) -> list[float]:
-    """The mean |band| of the prototypes' changes (aged - photo, in [-1, 1] units) per band of
-    the pair term's pyramid, over faces (N, S, S, 3) and their aged copies (N, A, S, S, 3)."""
-    photos = np.repeat(normalize(faces), aged.shape[1], axis=0)
-    change = normalize(aged.reshape(-1, *aged.shape[2:])) - photos
-    sums = np.zeros(levels)
-    for i in range(0, len(change), 256):
-        bands = pyramid(change[i:i + 256], levels)
-        sums += [float(keras.ops.convert_to_numpy(ops.sum(ops.mean(ops.abs(b), axis=(1, 2, 3)))))
-                 for b in bands]
-    return [max(v / len(change), 1e-4) for v in sums]
 
 
 # --------------------------------------------------------------------------- the stage
@@ -424,24 +332,25 @@ class AgingStage(_ImageToImageStage):
                                     Update(AGING_NETWORK, make_aging_t_step(weights, scales))]
 
     def _pairs(self):
-        """Each pool face aged by the prototypes to every category (uint8 (N, A, S, S, 3)) and
-        the pair term's band scales: from RUN/stageaging/pairs.npz when it holds these faces,
-        else made (and kept there for a resumed stage)."""
+        """Each pool face aged by the prototypes to every category (uint8 (N, A, S, S, 3)),
+        from RUN/stageaging/pairs.npz when it holds these faces, else made (and kept there for
+        a resumed stage), and the pair term's band scales."""
         path = self.run.stage_dir(self.name) / "pairs.npz"
+        faces = self.faces_of(self.pool)
+        aged = None
         if path.is_file():
             with np.load(path) as kept:
                 if np.array_equal(kept["rows"], self.pool) and \
                         kept["aged"].shape[2] == self.dataset.image_size:
-                    return kept["aged"], [float(v) for v in kept["scales"]]
-        prototypes = run_prototypes(self.config, self.run, self.config.progress)
-        faces = self.faces_of(self.pool)
-        aged = prototype_aged(prototypes, faces, self.dataset.categories[self.pool],
-                              self.num_ages, self.config.progress)
-        scales = pair_scales(faces, aged)
-        if self.writes:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, rows=self.pool, aged=aged, scales=np.asarray(scales))
-        return aged, scales
+                    aged = kept["aged"]
+        if aged is None:
+            prototypes = run_prototypes(self.config, self.run, self.config.progress)
+            aged = prototype_aged(prototypes, faces, self.dataset.categories[self.pool],
+                                  self.num_ages, self.config.progress)
+            if self.writes:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, rows=self.pool, aged=aged)
+        return aged, pair_scales(faces, aged)
 
     def make_fixed(self):
         self.drawn = 0  # batches drawn: the warm-up's clock (checkpointed with the stage)
@@ -467,19 +376,8 @@ class AgingStage(_ImageToImageStage):
         if self.pairs is not None:
             aged = self.pairs[np.searchsorted(self.pool, rows), target]
             aged[mirrored] = aged[mirrored, :, ::-1]
-            batch["pair"] = self._shifted(batch["image"], normalize(aged))
+            batch["pair"] = normalize(aged)
         return batch
-
-    def _shifted(self, photos, aged):
-        """photo + the prototypes' change moved by up to ``aging_pair_shift`` px (each face its
-        own random shift): the folds' place is known only roughly."""
-        shift = self.config.aging_pair_shift
-        if not shift:
-            return aged
-        change = aged - photos
-        moves = self.rng.integers(-shift, shift + 1, (len(photos), 2))
-        moved = np.stack([np.roll(c, tuple(m), axis=(0, 1)) for c, m in zip(change, moves)])
-        return np.clip(photos + moved, -1.0, 1.0)
 
     def get_state(self) -> dict:
         return {**super().get_state(), "drawn": self.drawn}
@@ -506,7 +404,7 @@ class AgingStage(_ImageToImageStage):
         path = self.run.path / PROTOTYPES_FILE
         if not path.is_file():
             return None
-        return _prototype_aged((str(path), faces, sources, list(range(self.num_ages))))
+        return aged_by_prototypes((str(path), faces, sources, list(range(self.num_ages))))
 
     def _figures(self) -> dict:
         """The three figures of ``evaluate.py`` on ``aging_figure_faces`` validation faces
@@ -547,69 +445,3 @@ class AgingStage(_ImageToImageStage):
         if self.writes:
             write_json_atomic(self.run.stage_dir(self.name) / "summary.json", summary)
         return summary
-
-
-def aging_faces(config, dataset):
-    """The faces stage aging trains on: the run's, or at ``aging_size`` those of
-    ``prototype_data`` (else ``data``), split as the run's are."""
-    if config.aging_size in (None, config.image_size) or (
-            dataset is not None and dataset.image_size == config.aging_size):
-        return dataset
-    return load_dataset_for_run(config.replace(image_size=config.aging_size),
-                                data=prototype_source(config), progress=config.progress)
-
-
-def validation_judges():
-    """(dlib's verifier, the age judge), each None where it is not installed."""
-    from age_cgan.judges import AgeEstimator, FaceVerifier, JudgeUnavailable
-
-    judges = []
-    for judge in (FaceVerifier, AgeEstimator):
-        try:
-            judges.append(judge())
-        except JudgeUnavailable:
-            judges.append(None)
-    return judges
-
-
-def aged_figures(faces, sources, aged, real_faces, real_categories, bins, verifier=None,
-                 estimator=None) -> dict:
-    """Faces (N, S, S, 3) at their categories (N,) aged to every category (N, A, S, S, 3): the
-    share judged the same person, the share the age judge puts in the target category (each
-    where its judge is given), and the two-sample test's held-out accuracy (one seed) against
-    real faces (M, S, S, 3) of the targets' categories."""
-    from age_cgan.evaluation.metrics.realism import FOLDS, paired_samples, two_sample_test
-
-    face_of, target = np.nonzero(np.arange(aged.shape[1])[None] != np.asarray(sources)[:, None])
-    others = aged[face_of, target]
-    out = {}
-    if verifier is not None:  # each photo's descriptor once
-        from age_cgan.judges import descriptor_distances
-
-        distances = descriptor_distances(verifier.descriptors(faces)[face_of],
-                                         verifier.descriptors(others))
-        out["same_person"] = float(np.mean(distances < verifier.threshold))
-    if estimator is not None:
-        years = estimator.estimate(others)
-        out["in_target"] = float(np.mean(bins.category(years) == target))
-    images, labels, groups = paired_samples(aged, sources, real_faces, real_categories)
-    if len(np.unique(groups)) >= FOLDS:  # (too few faces: no test)
-        out["two_sample_test"] = two_sample_test(images, labels, groups, seeds=1)["accuracy"]
-    return out
-
-
-def aging_grid(network, faces, own, labels, teacher=None) -> np.ndarray:
-    """Rows of: input face | the face aged by ``network`` to each category (the own age is the
-    reconstruction), for faces (B, S, S, 3) in [-1, 1] at own one-hot ages (B, A); with
-    ``teacher`` (uint8 (B, A, S, S, 3), the faces aged by the prototypes) each face's network
-    row follows its prototype row."""
-    faces = denormalize(faces)
-    change = network_changes(network, faces, own.argmax(1), range(len(labels)), 1.0)
-    aged = np.stack([add_change(face, c) for face, c in zip(faces, change)])
-    rows = np.concatenate([faces[:, None], aged], axis=1)
-    names = ["input", *labels]
-    if teacher is not None:
-        taught = np.concatenate([faces[:, None], teacher], axis=1)
-        rows = np.stack([taught, rows], axis=1).reshape(-1, *rows.shape[1:])
-        names = ["input\nrows: proto, net", *labels]  # each face: prototypes, then network
-    return labelled_grid(rows.reshape(-1, *faces.shape[1:]), len(rows), len(names), names)

@@ -40,11 +40,16 @@ RECIPES = {
                    ("age", {"steps": 2500}),  # ~8.4 epochs, augmented
                    # at 128 px on --prototype-data's faces, taught by the age prototypes
                    # (built first, into RUN/prototypes.npz): 3,000 faces aged to every
-                   # category, ~8 pairs a face; the pseudo-pair term leads, the spectrally
-                   # normalised patch discriminator and the estimator weigh 0.1
+                   # category, ~8 pairs a face. The pseudo-pair term leads and says the age
+                   # (at the own age its target is the photo: no reconstruction term, whose
+                   # L1 kept every change near 0);
+                   # the estimator's term is off (it taught the 64 px network to paint what
+                   # it reads as age), the spectrally normalised patch discriminator weighs
+                   # 0.05 (FRAN's adversarial weight)
                    ("aging", {"steps": 1500, "batch_size": 16, "aging_size": 128,
                               "aging_pair_faces": 3000, "aging_warmup_steps": 0,
-                              "aging_adversarial_weight": 0.1, "aging_age_weight": 0.1,
+                              "aging_adversarial_weight": 0.05, "aging_age_weight": 0.0,
+                              "aging_reconstruction_weight": 0.0,
                               "aging_change_weight": 0.0, "aging_smoothness_weight": 0.0,
                               "aging_tint_weight": 1.0})],
         "seconds_per_step": LITE_SECONDS_PER_STEP,
