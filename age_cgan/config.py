@@ -200,6 +200,15 @@ class TrainConfig:
     aging_pair_faces: int = _setting(2000, "stage aging: training faces aged by the "
                                      "prototypes to every category for the pseudo-pair term "
                                      "(once, ~0.1 s a face, kept in RUN/stageaging/pairs.npz)")
+    aging_pair_shape: float = _setting(0.0, "stage aging: the prototypes' shape strength in the "
+                                       "pairs (1: the prototype method's warp, which a network "
+                                       "that adds a change to the photo can only blur; 0: the "
+                                       "pairs keep the face's shape and age its skin, folds, "
+                                       "light and colour)")
+    aging_pair_pool: int = _setting(1, "stage aging: the pseudo-pair term compares the bands "
+                                    "after averaging this many pixels square (2: blur-pooling, "
+                                    "so that no fold has to sit on its exact pixel; 1: every "
+                                    "pixel, the sharper faces)")
     aging_figure_faces: int = _setting(30, "stage aging: validation faces aged at each sample "
                                        "step for TensorBoard's figures: same person (dlib), in "
                                        "the target category (the age judge) and the two-sample "
@@ -244,7 +253,7 @@ class TrainConfig:
         by checkpoint_every after the first step) or train nothing."""
         for name in ("batch_size", "steps", "image_size", "z_dim", "log_every", "sample_every",
                      "checkpoint_every", "grid_rows", "stage2_pairs", "fr_input_size",
-                     "fr_pairs_limit", "aging_pair_faces"):
+                     "fr_pairs_limit", "aging_pair_faces", "aging_pair_pool"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingError(f"{setting(name)} must be at least 1, got {value}")
@@ -257,6 +266,7 @@ class TrainConfig:
                      "fr_relation_weight", "fr_identity_weight", "fr_margin",
                      "fr_train_backbone_layers", "fr_eval_faces", "fr_recalibrate_batches",
                      "age_years_weight", "aging_warmup_steps", "aging_figure_faces",
+                     "aging_pair_shape",
                      *AGING_WEIGHTS):
             value = getattr(self, name)
             if not 0 <= value < math.inf:

@@ -353,3 +353,31 @@ def test_the_aging_network_reads_the_detail_at_its_own_side(mixed_model):
     assert np.array_equal(without.aged, add_change(face, upsampled)[1:])
     guessed = models.age(face, "network", progress=False, detail=detail)
     assert guessed.source_by == "age estimator"  # from the 64 px face
+
+
+def test_the_pair_term_is_a_band_decomposition_scaled_to_the_teachers_changes():
+    """The pyramid's bands add back up to the image; each band's scale is its mean size in the
+    prototypes' changes, so the unchanged photo scores 1 on average over the pairs, and the
+    teacher's own face 0."""
+    from keras import ops
+
+    from age_cgan.data import normalize
+    from age_cgan.training.teacher import pair_distance, pair_scales, pyramid
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    bands = pyramid(x, 4)
+    rebuilt = bands[-1]
+    for band in reversed(bands[:-1]):
+        rebuilt = band + ops.image.resize(rebuilt, band.shape[1:3], interpolation="bilinear")
+    assert np.allclose(np.asarray(rebuilt), x, atol=1e-5)
+    faces = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    aged = np.clip(faces[:, None].astype(int) + rng.normal(0, 20, (4, NUM_AGES, 32, 32, 3)),
+                   0, 255).astype(np.uint8)
+    for pool in (1, 2):
+        scales = pair_scales(faces, aged, pool=pool)
+        photos = np.repeat(normalize(faces), NUM_AGES, axis=0)
+        targets = normalize(aged.reshape(-1, 32, 32, 3))
+        unchanged = np.asarray(pair_distance(photos, targets, scales, pool))
+        assert abs(unchanged.mean() - 1.0) < 1e-4
+        assert np.allclose(np.asarray(pair_distance(targets, targets, scales, pool)), 0.0)

@@ -10,11 +10,11 @@ Stage aging: the aging network T(photo, own, target) -> change (``networks.build
     categories y and a target t (a fifth of each batch: t = y):
 
     * pseudo-pair: the distance to the same face aged by the prototypes to t (``pair_bands``:
-      a Laplacian pyramid after a 2x blur-pool, each band scaled by its size in the
-      prototypes' changes, so folds count as much as light and colour; at t = y the target is
-      the photo). The pairs are made once for ``aging_pair_faces`` training faces, on their own
-      landmarks, and kept in RUN/stageaging/pairs.npz; RUN/prototypes.npz is built first when
-      missing;
+      a Laplacian pyramid, after an ``aging_pair_pool`` x blur-pool, each band scaled by its
+      size in the prototypes' changes, so folds count as much as light and colour; at t = y
+      the target is the photo). The pairs are made once for ``aging_pair_faces`` training
+      faces, on their own landmarks, and kept in RUN/stageaging/pairs.npz; RUN/prototypes.npz
+      is built first when missing;
     * adversarial (LSGAN): D_a(x + T(x, y, t), t) -> 1; D_a (``SpectralConv2D`` layers, at twice
       T's learning rate) learns real (x, y) -> 1, the aged face -> 0, and a real face with a
       wrong age -> 0;
@@ -224,7 +224,7 @@ def aging_d_step(f, batch):
                   "aging/d/aged": ops.mean(fake), "aging/d/wrong_age": ops.mean(wrong)}
 
 
-def make_aging_t_step(weights: dict, pair_scales=None):
+def make_aging_t_step(weights: dict, pair_scales=None, pair_pool: int = 1):
     """T's loss with the weights of TrainConfig's ``aging_*_weight`` fields (by term). Rows
     whose target is their own age (``batch["same"]`` = 1) carry the reconstruction term; the
     cycle's second pass runs only with a cycle weight; the pseudo-pair term (``batch["pair"]``,
@@ -252,7 +252,7 @@ def make_aging_t_step(weights: dict, pair_scales=None):
         terms["smoothness"] = total_variation(change)
         terms["tint"] = tint(change)
         if pair_scales is not None:
-            terms["pair"] = ops.mean(pair_distance(aged, batch["pair"], pair_scales))
+            terms["pair"] = ops.mean(pair_distance(aged, batch["pair"], pair_scales, pair_pool))
         # T's loss grows from 0 over the warm-up, while D learns which age each face shows
         loss = batch["ramp"] * sum(weights[name] * value for name, value in terms.items())
         right = ops.cast(ops.argmax(probabilities, -1) == ops.argmax(batch["target"], -1),
@@ -329,28 +329,31 @@ class AgingStage(_ImageToImageStage):
         if weights["pair"]:
             self.pairs, scales = self._pairs()
         return models, optimizers, [Update(AGING_DISCRIMINATOR, aging_d_step),
-                                    Update(AGING_NETWORK, make_aging_t_step(weights, scales))]
+                                    Update(AGING_NETWORK, make_aging_t_step(weights, scales,
+                                                                      c.aging_pair_pool))]
 
     def _pairs(self):
         """Each pool face aged by the prototypes to every category (uint8 (N, A, S, S, 3)),
-        from RUN/stageaging/pairs.npz when it holds these faces, else made (and kept there for
-        a resumed stage), and the pair term's band scales."""
+        from RUN/stageaging/pairs.npz when it holds these faces at this shape strength, else
+        made (and kept there for a resumed stage), and the pair term's band scales."""
         path = self.run.stage_dir(self.name) / "pairs.npz"
         faces = self.faces_of(self.pool)
+        shape = float(self.config.aging_pair_shape)
         aged = None
         if path.is_file():
             with np.load(path) as kept:
-                if np.array_equal(kept["rows"], self.pool) and \
+                if np.array_equal(kept["rows"], self.pool) and "shape" in kept and \
+                        float(kept["shape"]) == shape and \
                         kept["aged"].shape[2] == self.dataset.image_size:
                     aged = kept["aged"]
         if aged is None:
             prototypes = run_prototypes(self.config, self.run, self.config.progress)
             aged = prototype_aged(prototypes, faces, self.dataset.categories[self.pool],
-                                  self.num_ages, self.config.progress)
+                                  self.num_ages, shape, self.config.progress)
             if self.writes:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(path, rows=self.pool, aged=aged)
-        return aged, pair_scales(faces, aged)
+                np.savez(path, rows=self.pool, aged=aged, shape=shape)
+        return aged, pair_scales(faces, aged, pool=self.config.aging_pair_pool)
 
     def make_fixed(self):
         self.drawn = 0  # batches drawn: the warm-up's clock (checkpointed with the stage)

@@ -25,7 +25,7 @@ from age_cgan.training.orchestration import check_stages, dry_run_line, format_p
 #: TensorFlow (the faster backend there), which shared the CPU with other work at times; the
 #: dry run's time estimate comes from these.
 LITE_SECONDS_PER_STEP = {"1": 0.327, "2": 0.128, "fr": 0.36, "3": 0.42, "age": 0.49,
-                         "aging": 1.45}  # aging: at 128 px, batch 16, its pairs and figures
+                         "aging": 0.97}  # aging: at 128 px, batch 16, with its pairs and figures
 
 RECIPES = {
     "lite": {
@@ -40,7 +40,8 @@ RECIPES = {
                    ("age", {"steps": 2500}),  # ~8.4 epochs, augmented
                    # at 128 px on --prototype-data's faces, taught by the age prototypes
                    # (built first, into RUN/prototypes.npz): 3,000 faces aged to every
-                   # category, ~8 pairs a face. The pseudo-pair term leads and says the age
+                   # category without the prototypes' warp (taught it, the network blurred
+                   # what moves), ~8 pairs a face. The pseudo-pair term leads and says the age
                    # (at the own age its target is the photo: no reconstruction term, whose
                    # L1 kept every change near 0);
                    # the estimator's term is off (it taught the 64 px network to paint what

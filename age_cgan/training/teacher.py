@@ -40,18 +40,21 @@ def pyramid(images, levels: int = PAIR_LEVELS) -> list:
     return [*out, x]
 
 
-def pair_bands(difference, levels: int = PAIR_LEVELS) -> list:
-    """The bands the pseudo-pair term compares: the pyramid of the difference blur-pooled 2x
-    first (2x2 means), so that no fold or pore has to sit on its exact pixel (FRAN's
-    blur-pooling, Zoss et al. 2022); the finest pixels are left to the discriminator."""
-    return pyramid(ops.average_pool(difference, 2, strides=2), levels)
+def pair_bands(difference, levels: int = PAIR_LEVELS, pool: int = 1) -> list:
+    """The bands the pseudo-pair term compares: the pyramid of the difference, blur-pooled
+    ``pool`` x first (means of pool x pool pixels: no fold or pore has to sit on its exact
+    pixel, FRAN's blur-pooling, Zoss et al. 2022; the finest pixels are then left to the
+    discriminator)."""
+    if pool > 1:
+        difference = ops.average_pool(difference, pool, strides=pool)
+    return pyramid(difference, levels)
 
 
-def pair_distance(aged, target, scales):
+def pair_distance(aged, target, scales, pool: int = 1):
     """The pseudo-pair term per face (B,): the mean over ``pair_bands`` of the mean
     |band(aged) - band(target)|, each band divided by its ``scale`` (the mean size of that band
     in the prototypes' changes), so that folds and texture count as much as light and colour."""
-    bands = pair_bands(aged - target, len(scales))  # linear: the bands of the difference
+    bands = pair_bands(aged - target, len(scales), pool)  # linear: the bands of the difference
     return sum(ops.mean(ops.abs(b), axis=(1, 2, 3)) / float(s)
                for b, s in zip(bands, scales)) / len(scales)
 
@@ -88,26 +91,30 @@ _AGERS = {}
 
 
 def aged_by_prototypes(args):
-    """(prototypes file, uint8 faces (n, S, S, 3), their categories (n,), categories) -> uint8
-    (n, A, S, S, 3): each face aged by the prototypes to each category, on its own landmarks."""
-    path, faces, sources, categories = args
-    from age_cgan.aging.prototype import PrototypeAger
+    """(prototypes file, uint8 faces (n, S, S, 3), their categories (n,), categories[, shape
+    strength]) -> uint8 (n, A, S, S, 3): each face aged by the prototypes (their default
+    strengths, the shape's as given) to each category, on its own landmarks."""
+    path, faces, sources, categories, *shape = args
+    from age_cgan.aging.prototype import PrototypeAger, PrototypeStrengths
     from age_cgan.prototypes.landmarks import crop_landmarks
     from age_cgan.prototypes.store import Prototypes
 
-    if path not in _AGERS:
-        _AGERS[path] = PrototypeAger(Prototypes.load(path))
-    ager = _AGERS[path]
+    strengths = PrototypeStrengths(shape=shape[0]) if shape else PrototypeStrengths()
+    if (path, strengths) not in _AGERS:
+        _AGERS[path, strengths] = PrototypeAger(Prototypes.load(path), strengths)
+    ager = _AGERS[path, strengths]
     return np.stack([ager.age(face, int(source), categories, 1.0, crop_landmarks(face))
                      for face, source in zip(faces, sources)])
 
 
-def prototype_aged(path, faces, sources, num_ages: int, progress: bool = True,
-                   workers: int | None = None, chunk: int = 64) -> np.ndarray:
-    """Faces (N, S, S, 3) at their categories (N,) aged by the prototypes of ``path`` to every
-    category: uint8 (N, A, S, S, 3), ``workers`` processes (default: the CPUs), in order."""
-    pieces = [(str(path), faces[i:i + chunk], sources[i:i + chunk], list(range(num_ages)))
-              for i in range(0, len(faces), chunk)]
+def prototype_aged(path, faces, sources, num_ages: int, shape: float = 1.0,
+                   progress: bool = True, workers: int | None = None,
+                   chunk: int = 64) -> np.ndarray:
+    """Faces (N, S, S, 3) at their categories (N,) aged by the prototypes of ``path`` (the
+    shape's strength ``shape``) to every category: uint8 (N, A, S, S, 3), ``workers``
+    processes (default: the CPUs), in order."""
+    pieces = [(str(path), faces[i:i + chunk], sources[i:i + chunk], list(range(num_ages)),
+               shape) for i in range(0, len(faces), chunk)]
     out = []
     with tqdm(total=len(faces), desc="faces aged by the prototypes", unit="face",
               disable=not progress) as bar:
@@ -118,14 +125,14 @@ def prototype_aged(path, faces, sources, num_ages: int, progress: bool = True,
     return np.concatenate(out)
 
 
-def pair_scales(faces, aged, levels: int = PAIR_LEVELS) -> list[float]:
+def pair_scales(faces, aged, levels: int = PAIR_LEVELS, pool: int = 1) -> list[float]:
     """The mean |band| of the prototypes' changes (aged - photo, in [-1, 1] units) per band of
     ``pair_bands``, over faces (N, S, S, 3) and their aged copies (N, A, S, S, 3)."""
     photos = np.repeat(normalize(faces), aged.shape[1], axis=0)
     change = normalize(aged.reshape(-1, *aged.shape[2:])) - photos
     sums = np.zeros(levels)
     for i in range(0, len(change), 256):
-        bands = pair_bands(change[i:i + 256], levels)
+        bands = pair_bands(change[i:i + 256], levels, pool)
         sums += [float(keras.ops.convert_to_numpy(ops.sum(ops.mean(ops.abs(b), axis=(1, 2, 3)))))
                  for b in bands]
     return [max(v / len(change), 1e-4) for v in sums]
