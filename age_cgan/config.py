@@ -205,9 +205,9 @@ class TrainConfig:
                                        "that adds a change to the photo can only blur; 0: the "
                                        "pairs keep the face's shape and age its skin, folds, "
                                        "light and colour)")
-    aging_pair_pool: int = _setting(1, "stage aging: the pseudo-pair term compares the bands "
-                                    "after averaging this many pixels square (2: blur-pooling, "
-                                    "so that no fold has to sit on its exact pixel; 1: every "
+    aging_pair_pool: int = _setting(1, "stage aging: the pair term compares the bands after "
+                                    "averaging this many pixels square (2: a blur pool, so "
+                                    "that no fold has to sit on its exact pixel; 1: every "
                                     "pixel, the sharper faces)")
     aging_figure_faces: int = _setting(30, "stage aging: validation faces aged at each sample "
                                        "step for TensorBoard's figures: same person (dlib), in "
