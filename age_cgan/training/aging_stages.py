@@ -394,20 +394,20 @@ class AgingStage(_ImageToImageStage):
         return (own + self.rng.integers(1, self.num_ages, len(own))) % self.num_ages
 
     def samples(self):
-        network = self.models[AGING_NETWORK]
         faces, own = self.fixed["faces"], self.fixed["face_ages"]
+        if not hasattr(self, "_grid_teacher"):  # the same fixed faces at every sample step
+            self._grid_teacher = self._teacher(denormalize(faces), own.argmax(1))
         out = {"stage_aging/test_faces_by_age": aging_grid(
-            network, faces, own, self.bins.labels, self._teacher(denormalize(faces),
-                                                                 own.argmax(1)))}
+            self.models[AGING_NETWORK], faces, own, self.bins.labels, self._grid_teacher)}
         out.update(self._figures())
         return out
 
     def _teacher(self, faces, sources):
-        """The faces aged by the run's prototypes to every category (None without them)."""
+        """The faces aged by the prototype method (warp included) to every category, or None."""
         path = self.run.path / PROTOTYPES_FILE
         if not path.is_file():
             return None
-        return aged_by_prototypes((str(path), faces, sources, list(range(self.num_ages))))
+        return aged_by_prototypes((str(path), faces, sources, list(range(self.num_ages)), 1.0))
 
     def _figures(self) -> dict:
         """The three figures of ``evaluate.py`` on ``aging_figure_faces`` validation faces

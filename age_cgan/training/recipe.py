@@ -18,7 +18,9 @@ from age_cgan.config import TrainConfig
 from age_cgan.errors import SettingError, python_words, setting
 from age_cgan.runs import RunFolder, write_json_atomic
 from age_cgan.training.graph import missing_models
-from age_cgan.training.orchestration import check_stages, dry_run_line, format_plan, plan, train
+from age_cgan.training.orchestration import (check_stages, dry_run_line, format_plan, plan,
+                                             resolve_config, train)
+from age_cgan.training.teacher import prototype_source
 
 #: Seconds per step of each lite stage at batch 64 (wall time, start-up and saving included),
 #: from the recipe.json of the shipped model's run on the 2-core development CPU with
@@ -146,8 +148,9 @@ def _builds_prototypes(name: str, configs) -> bool:
     return name == "lite" and len(configs) == len(RECIPES[name]["stages"])
 
 
-def _prototype_source(base: TrainConfig) -> str:
-    return base.prototype_data or base.data or RunFolder(base.run).read_config().get("data")
+def _prototype_source(base: TrainConfig) -> str | None:
+    """The prototypes' faces (``teacher.prototype_source``), the run's data filling in."""
+    return prototype_source(resolve_config(base))
 
 
 def check_prototype_step(base: TrainConfig) -> None:
@@ -171,11 +174,11 @@ def build_prototypes_step(base: TrainConfig, run: RunFolder) -> bool:
     """The age prototypes of ``prototype_data`` (else ``data``) into RUN/prototypes.npz, before
     stage aging learns from them; passed over when the run has them. Returns whether it built
     them."""
-    from age_cgan.training.aging_stages import run_prototypes
+    from age_cgan.training.teacher import run_prototypes
 
     if (run.path / "prototypes.npz").is_file():
         return False
-    run_prototypes(base, run, base.progress)
+    run_prototypes(resolve_config(base), run, base.progress)
     return True
 
 

@@ -91,15 +91,15 @@ _AGERS = {}
 
 
 def aged_by_prototypes(args):
-    """(prototypes file, uint8 faces (n, S, S, 3), their categories (n,), categories[, shape
-    strength]) -> uint8 (n, A, S, S, 3): each face aged by the prototypes (their default
+    """(prototypes file, uint8 faces (n, S, S, 3), their categories (n,), categories, shape
+    strength) -> uint8 (n, A, S, S, 3): each face aged by the prototypes (their default
     strengths, the shape's as given) to each category, on its own landmarks."""
-    path, faces, sources, categories, *shape = args
+    path, faces, sources, categories, shape = args
     from age_cgan.aging.prototype import PrototypeAger, PrototypeStrengths
     from age_cgan.prototypes.landmarks import crop_landmarks
     from age_cgan.prototypes.store import Prototypes
 
-    strengths = PrototypeStrengths(shape=shape[0]) if shape else PrototypeStrengths()
+    strengths = PrototypeStrengths(shape=shape)
     if (path, strengths) not in _AGERS:
         _AGERS[path, strengths] = PrototypeAger(Prototypes.load(path), strengths)
     ager = _AGERS[path, strengths]
