@@ -38,7 +38,8 @@ chips (upscaled to 150-300 px and set in a grey photo twice their size, then det
 refined) dlib's square box spans ``FACE_FRACTION`` = 0.895 of the chip's side on average
 (spread 5% of the side), its centre at (0.494, 0.490) of the chip. So a photo's face is cropped
 as a square of side box / 0.895 around the box centre moved by that offset: the margin and
-position of a training face. Parts of the crop outside the photo repeat the photo's edge.
+position of a training face. Parts of the crop outside the photo mirror the photo, blurred
+more with distance (``_padded``): no edge pixel repeats into streaks.
 There is no landmark alignment (dlib's landmark models are not in the wheel), so a tilted
 head stays tilted, unlike UTKFace's aligned chips.
 """
@@ -304,11 +305,29 @@ def crop_face(image: Image.Image, crop: Box, size: int) -> np.ndarray:
         (0, 0),
     )
     if any(p for pair in pads[:2] for p in pair):
-        inside = np.pad(inside, pads, mode="edge")
+        inside = _padded(inside, pads)
     square = Image.fromarray(np.ascontiguousarray(inside))
     if square.size != (size, size):  # same resampling as the training faces (data.images)
         square = square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return np.asarray(square, dtype=np.uint8)
+
+
+def _padded(pixels: np.ndarray, pads) -> np.ndarray:
+    """The photo's part of a crop padded where the crop runs past its edge: mirrored, then
+    blurred more the further from the edge (an out-of-focus continuation of the background),
+    so that no edge pixel is repeated into streaks that an aging warp would drag inwards."""
+    from scipy import ndimage
+
+    mirrored = np.pad(pixels.astype(np.float32), pads, mode="symmetric")
+    height, width = mirrored.shape[:2]
+    (top, bottom), (left, right) = pads[0], pads[1]
+    yy, xx = np.mgrid[0:height, 0:width]
+    outside = np.maximum.reduce([top - yy, yy - (height - 1 - bottom), left - xx,
+                                 xx - (width - 1 - right), np.zeros_like(yy)]).astype(np.float32)
+    sigma = max(2.0, max(height, width) / 40.0)
+    soft = ndimage.gaussian_filter(mirrored, (sigma, sigma, 0), mode="reflect")
+    weight = np.clip(outside / (2.0 * sigma), 0.0, 1.0)[..., None]
+    return np.clip(np.rint(weight * soft + (1.0 - weight) * mirrored), 0, 255).astype(np.uint8)
 
 
 def find_faces(photo, size: int, detector: FaceDetector | None = None,

@@ -41,7 +41,7 @@ from age_cgan.prototypes.store import BAND_SIGMAS, IMAGE_SIDE, Prototypes
 #: A band's texture factor stays in this range: a smooth face's noise is not made wrinkles.
 RATIO_RANGE = (0.4, 2.0)
 #: The finest band (~1 px at 128 px) is never amplified: there live JPEG grain and sensor noise.
-FINEST_CAP = 1.0
+FINEST_CAP = 1.4
 #: The coarsest band's ratio (~8 px at 128 px: the face's own light and shade) stays within
 #: [1 / cap, cap], so that a bright face is not bleached nor a dark one blackened.
 COARSEST_CAP = 1.25
@@ -57,6 +57,10 @@ FOLD_WEIGHTS = (1.0, 1.0, 1.0, 0.25)
 #: grey: 0 x anything = 0); below ~0.55 skin turns grey-white.
 OLDER_SATURATION = (0.55, 1.0)
 YOUNGER_SATURATION = (0.8, 1.25)
+#: The shape warp never shrinks an area below this share of itself (folds smear features), nor
+#: moves a pixel more than this share of the crop's side.
+MIN_AREA = 0.6
+MAX_SHIFT = 0.04
 #: The low-pass light's factor, which the chroma follows, stays in this range.
 LIGHT_RANGE = (0.6, 1.6)
 
@@ -177,7 +181,10 @@ class PrototypeAger:
         if s.shape:
             points = self.prototypes.shape
             moved = own + s.shape * (points[target] - points[source])
-            image = fields.warp(image, fields.displacement(own, moved, len(image)))
+            # the move stays on the face (a smooth falloff: the background and the crop's edge
+            # stay still) and is scaled back where the mesh would fold; cubic, not bilinear
+            field = fields.displacement(own, moved, len(image)) * frame["warp_mask"][..., None]
+            image = fields.warp(image, fields.folding_safe(field, MIN_AREA, MAX_SHIFT), order=3)
         return image
 
     def _frame(self, side: int, source: int) -> dict:
@@ -200,6 +207,7 @@ class PrototypeAger:
         frame = {"bands": np.stack(bands), "magnitude": np.maximum(np.stack(magnitude), tiny),
                  "colour": np.maximum(np.stack(colour), tiny),
                  "face": _face_weights(p.shape[source], side),
+                 "warp_mask": _warp_mask(p.shape[source], side),
                  "head": _head_mask(p.shape[source], side)}
         self._frames[key] = frame
         if len(self._frames) > self._keep:
@@ -246,6 +254,14 @@ def _head_mask(points: np.ndarray, side: int) -> np.ndarray:
     ry = np.where(up, 3.2, 2.2) * spread[1]  # the hair reaches higher than the chin goes low
     r = np.sqrt(((xx - centre[0]) / (2.0 * spread[0])) ** 2 + ((yy - centre[1]) / ry) ** 2)
     return np.clip(1.6 - r, 0.0, 1.0).astype(np.float32)
+
+
+def _warp_mask(points: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) in [0, 1]: 1 over the face's landmarks, falling smoothly to 0 at about a
+    third of the face's width outside them (hair, ears, neck and background keep still)."""
+    hull = _face_hull(points, side)
+    return np.clip(fields.local_mean((hull > 0.5).astype(np.float32), side / 12.0) * 2.0,
+                   0.0, 1.0).astype(np.float32)
 
 
 def _sigmas(side: int) -> tuple[float, ...]:

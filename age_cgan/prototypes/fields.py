@@ -92,14 +92,32 @@ def displacement(source_points: np.ndarray, target_points: np.ndarray, side: int
     return resize(coarse.astype(np.float32), side)
 
 
-def warp(image: np.ndarray, field: np.ndarray) -> np.ndarray:
+def warp(image: np.ndarray, field: np.ndarray, order: int = 1) -> np.ndarray:
     """Read ``image`` (H, W) or (H, W, C) at each pixel plus ``field`` (H, W, 2) (dx, dy in
-    pixels), bilinear, edges repeated."""
+    pixels), bilinear (``order`` 3: cubic, which keeps a photo's detail), edges repeated."""
     image = np.asarray(image, np.float32)
     h, w = image.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     coords = [yy + field[..., 1], xx + field[..., 0]]
     if image.ndim == 2:
-        return ndimage.map_coordinates(image, coords, order=1, mode="nearest")
-    return np.stack([ndimage.map_coordinates(image[..., k], coords, order=1, mode="nearest")
+        return ndimage.map_coordinates(image, coords, order=order, mode="nearest")
+    return np.stack([ndimage.map_coordinates(image[..., k], coords, order=order, mode="nearest")
                      for k in range(image.shape[-1])], axis=-1)
+
+
+def folding_safe(field: np.ndarray, min_det: float = 0.5, max_shift: float = 0.04) -> np.ndarray:
+    """A displacement field (H, W, 2) in pixels scaled down, as a whole, until the mapping
+    x -> x + field never compresses an area below ``min_det`` of itself (where the mesh would
+    fold, features smear and double), and no pixel moves more than ``max_shift`` of the side."""
+    field = np.asarray(field, np.float32)
+    side = field.shape[0]
+    peak = float(np.sqrt((field ** 2).sum(-1)).max())
+    scale = min(1.0, max_shift * side / peak) if peak > 0 else 1.0
+    dxy, dxx = np.gradient(field[..., 0])
+    dyy, dyx = np.gradient(field[..., 1])
+    for _ in range(12):
+        det = (1 + scale * dxx) * (1 + scale * dyy) - scale ** 2 * dxy * dyx
+        if det.min() >= min_det:
+            break
+        scale *= 0.8
+    return field * scale
