@@ -177,13 +177,16 @@ def load_face_recognizer(run: RunFolder | None, weights: str, image_size: int, i
 
 
 def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool = True,
-                         image_size: int | None = None):
+                         image_size: int | None = None, option: str = "image_size"):
     """The run's faces, decoded and split exactly as training does (its data, image_size,
     age_bins, test_fraction, seed and data_cache); ``data`` replaces the run's data and
     ``image_size`` its side. A dict is a stored config.json, read back as a ``TrainConfig``
-    (so the defaults are its fields')."""
+    (so the defaults are its fields'). Faces smaller than that side are refused, never
+    upscaled (``data.survey``: a SettingError naming ``option``, the setting that asked for
+    the side, and how to make larger faces)."""
     from age_cgan.config import TrainConfig
     from age_cgan.data import load_dataset
+    from age_cgan.data.survey import check_faces
 
     if isinstance(config, dict):
         config = TrainConfig.from_stored(config)
@@ -191,6 +194,11 @@ def load_dataset_for_run(config: TrainConfig | dict, data=None, progress: bool =
     if not data:
         raise RunFolderError(f"no data given: pass {setting('data')} (a UTKFace folder, "
                              "wiki.mat / imdb.mat, or a CSV of path,age)")
+    side = image_size or config.image_size
+    if Path(data).expanduser().exists():  # (a missing source: load_dataset says what is wanted)
+        check_faces(data, "data", side=side, for_what=f"{setting(option, side)}",
+                    age_bins=config.age_bins, test_fraction=config.test_fraction,
+                    seed=config.seed)
     return load_dataset(
         data, image_size=image_size or config.image_size, age_bins=config.age_bins,
         cache_dir=config.data_cache, test_fraction=config.test_fraction, seed=config.seed,

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY
+from conftest import TINY, make_face_folder
 
 from age_cgan import networks
 from age_cgan.ages import PAPER_BINS
 from age_cgan.aging import AgingModels, add_change
+from age_cgan.cli.words import cli_message
 from age_cgan.config import TrainConfig
 from age_cgan.data.augment import augment
 
@@ -138,16 +139,25 @@ def test_spectral_normalisation_bounds_the_discriminator_layers():
 
 
 def test_stage_aging_trains_at_its_own_size_from_the_prototype_faces(tmp_path, tiny_faces):
-    """Stage aging at 64 px on a run of 32 px faces: the faces come again from the data at 64
-    px, the network and its discriminator are built at 64, the prototypes first built by the
-    stage when the run has none."""
+    """Stage aging at 64 px on a run of 32 px faces: the faces come from --prototype-data at
+    64 px (the run's 48 px faces are refused, never upscaled), the network and its
+    discriminator are built at 64."""
     from age_cgan.training import train
 
     base = dict(data=str(tiny_faces), run=str(tmp_path / "r"), data_cache=str(tmp_path / "c"),
                 arch="lite", **TINY)
     train(TrainConfig(stage="age", steps=2, **base))
     write_tiny_prototypes(tmp_path / "r", tiny_faces)
-    train(TrainConfig(stage="aging", steps=2, aging_size=64, aging_figure_faces=0, **base))
+    with pytest.raises(ValueError) as refused:
+        train(TrainConfig(stage="aging", steps=2, aging_size=64, **base))
+    assert cli_message(refused.value).startswith(
+        "faces of at least 64 px are needed for stage aging at --aging-size 64, and --data "
+        f"{tiny_faces} holds 48 px faces (they would be upscaled): give --prototype-data a "
+        "folder of 64 px faces, made with `python -m age_cgan.data prepare UTKFACE_DIR "
+        "~/data/utkface64 --size 64`")
+    faces64 = make_face_folder(tmp_path / "faces64", size=64)
+    train(TrainConfig(stage="aging", steps=2, aging_size=64, aging_figure_faces=0,
+                      prototype_data=str(faces64), **base))
     network = keras_load(tmp_path / "r" / "models" / "aging_network.keras")
     assert network.input_shape[0][1:] == (64, 64, 3)
     summary = json.loads((tmp_path / "r" / "stageaging" / "summary.json").read_text())

@@ -418,6 +418,7 @@ def test_a_64_px_model_evaluated_on_128_px_faces(tmp_path, judges_installed, mon
     assert faces.aged.shape == (2, n, 6, 128, 128, 3) and faces.meta["image_size"] == 128
     assert faces.generated.shape[1:] == (64, 64, 3)  # what G makes
     assert faces.meta["settings"]["side"] == 128
+    assert faces.meta["data"] == str(data.resolve())  # the faces evaluated, not the run's data
     changed = np.abs(faces.aged[1].astype(int) - faces.test_images[:, None]).mean(axis=(2, 3, 4))
     assert (changed > 1).sum() >= n  # the network changed the faces
     assert main(["--judge", str(faces_file), "--no-progress"]) == 0

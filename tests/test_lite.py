@@ -69,6 +69,8 @@ def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
     np.savez(faces / "dlib_descriptors.npz", filenames=np.array(names),
              descriptors=np.random.default_rng(0).normal(size=(len(names), 128)).astype("float32"))
 
+    # the prototypes' faces: 128 px, at least 15 training faces in every category
+    faces128 = make_face_folder(tmp_path / "UTKFace128", count=132, size=128)
     quick = copy.deepcopy(recipe.RECIPES["lite"])
     quick["stages"] = [(stage, {"steps": 2}) for stage, _ in quick["stages"]]
     quick["common"] = {**quick["common"], "batch_size": 4, "checkpoint_every": 1,
@@ -81,6 +83,10 @@ def test_the_lite_recipe_plans_trains_and_resumes(tmp_path, monkeypatch):
         lambda f, *a, **k: template[None] + (f.mean(axis=(1, 2, 3)) / 2550.0)[:, None, None])
     base = TrainConfig(run=str(tmp_path / "run"), data=str(faces), progress=False,
                        image_size=32, grid_rows=2, data_cache=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="faces of at least 128 px are needed for the age "
+                       "prototypes, and data .*UTKFace holds 32 px faces"):
+        recipe.format_recipe_plan("lite", base)  # the run's 32 px faces: never upscaled
+    base = base.replace(prototype_data=str(faces128))
     plan = recipe.format_recipe_plan("lite", base)
     assert "recipe lite: 6 stages" in plan and "expected" in plan and "arch=lite" in plan
     assert "before stage aging, the age prototypes" in plan
@@ -128,8 +134,24 @@ def test_every_planned_stage_is_checked_before_the_first_trains(tmp_path, capsys
         assert (f"`python -m age_cgan.data prepare UTKFACE_DIR {tiny_faces} --size 32 "
                 "--descriptors --overwrite`") in error and "--fr-teacher" in error
         assert not (run / "stage1").exists() and not (run / "models").exists(), argv
-    # a recipe's own stages: the default method's networks with the shipped settings
-    assert main(["--recipe", "lite", "--stage", "network", "--dry-run"] + common) == 0
+    # a recipe's own stages: the default method's networks with the shipped settings, on 128 px
+    # faces for the 128 px stage aging and the prototypes, refused on the run's 32 px ones
+    assert main(["--recipe", "lite", "--stage", "network", "--dry-run"] + common) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == (f"train.py: error: faces of at least 128 px are needed for stage aging at "
+                     f"--aging-size 128, and --data {tiny_faces} holds 32 px faces (they would "
+                     "be upscaled): give --prototype-data a folder of 128 px faces, made with "
+                     "`python -m age_cgan.data prepare UTKFACE_DIR ~/data/utkface128 --size 128`")
+    few = make_face_folder(tmp_path / "few128", count=10, size=128)
+    assert main(["--recipe", "lite", "--stage", "network", "--dry-run", "--prototype-data",
+                 str(few)] + common) == 1
+    error = capsys.readouterr().err.strip()  # a dry run that says yes is a run that finishes
+    assert len(error.splitlines()) == 1 and ("--batch-size 16 is larger than the 9 training "
+                                             "faces stage aging at --aging-size 128 draws from "
+                                             "in --prototype-data") in error
+    faces128 = make_face_folder(tmp_path / "faces128", count=132, size=128)
+    assert main(["--recipe", "lite", "--stage", "network", "--dry-run", "--prototype-data",
+                 str(faces128)] + common) == 0
     out = capsys.readouterr().out
     assert "recipe lite: 2 stages" in out and "stage age:" in out and "stage aging:" in out
     assert "batch_size=16" in out and "aging_size=128" in out and "stage 1:" not in out

@@ -209,7 +209,7 @@ def _dataset(args):
     from age_cgan.runs import RunFolder, load_dataset_for_run
 
     return load_dataset_for_run(RunFolder(args.run).train_config(), args.data, args.progress,
-                                args.side)
+                                args.side, "side")
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 
 from age_cgan.data.images import normalize
+from age_cgan.errors import SettingError, setting
 
 STATE_VERSION = 1
 
@@ -65,7 +66,10 @@ class BatchSampler:
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if batch_size < 1 or len(rows) < batch_size:
-            raise ValueError(f"batch_size {batch_size} needs 1..{len(rows)} (the rows available)")
+            raise SettingError(f"{setting('batch_size', batch_size)} needs 1 to {len(rows)} "
+                               f"(the faces to draw from): pass "
+                               f"{setting('batch_size', max(1, len(rows)))} or less, or more "
+                               "faces")
         self.images = images
         self.categories = categories
         self.num_ages = int(num_ages)

@@ -28,7 +28,7 @@ def load_test_faces(config: dict, dataset=None, limit=None, seed=0, progress=Tru
     """The run's test split (a seeded sample of ``limit``) and its train split, from
     ``dataset`` or by loading config["data"] as training did (at ``side`` px when given)."""
     dataset = dataset if dataset is not None else load_dataset_for_run(config, None, progress,
-                                                                       side)
+                                                                       side, "side")
     test = dataset.test()
     if len(test) == 0:
         raise EvaluationError(f"the run's data has no test split ({setting('test_fraction')} 0?)")
@@ -140,7 +140,7 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
     _log(settings.progress, "[export] done: " + ", ".join(f"{k} {v:.1f} s"
                                                          for k, v in timings.items()))
     meta = {
-        "format": FACES_FORMAT, "run": str(run.path), "data": config.get("data"),
+        "format": FACES_FORMAT, "run": str(run.path), "data": _source(test, config),
         "bins": models.bins.spec, "image_size": size, "z_dim": models.z_dim,
         "settings": settings.to_dict(), "backend": BACKEND, "methods": methods,
         "face_recognizer": fr_provenance(run), "timings_s": timings, "aging": aging,
@@ -153,6 +153,13 @@ def export_faces(run_dir, settings: EvalSettings | None = None, dataset=None,
         reconstructions=np.stack(reconstructions) if reconstructions else
         np.zeros((0, len(test), size, size, 3), np.uint8),
         train_paths=np.asarray(train.paths, dtype=str), aged=aged)
+
+
+def _source(test, config: dict) -> str | None:
+    """The faces evaluated: the folder the test faces were read from (a ``--data`` or
+    ``--side`` load), not the run's configured data unless that is what was read."""
+    summary = getattr(test, "summary", None)
+    return getattr(summary, "source", None) or config.get("data")
 
 
 def _aging_names(settings: EvalSettings) -> tuple[str, ...]:

@@ -46,6 +46,19 @@ def groups_of(paths) -> np.ndarray:
     return np.array(out, np.int64)
 
 
+def check_prototype_faces(source, option: str = "prototype_data", age_bins=None,
+                          test_fraction: float = 0.1, seed: int = 0,
+                          given_as: str | None = None):
+    """Refuse, before the build's minutes (and before any stage trains), faces the prototypes
+    cannot be made from: smaller than ``IMAGE_SIDE`` px, or fewer than ``MIN_GROUP`` training
+    faces in some category; ``option`` is the setting that names them (a ``SettingError``)."""
+    from age_cgan.data.survey import check_faces
+
+    return check_faces(source, option, side=IMAGE_SIDE, per_category=MIN_GROUP,
+                       for_what="the age prototypes", age_bins=age_bins,
+                       test_fraction=test_fraction, seed=seed, given_as=given_as)
+
+
 def balance_weights(categories, groups, num_ages: int, min_group: int = MIN_GROUP):
     """(weights (N,), the groups kept): each kept group weighs the same in each category."""
     categories, groups = np.asarray(categories), np.asarray(groups)

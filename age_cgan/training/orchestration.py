@@ -100,13 +100,16 @@ def check_stages(configs: list[TrainConfig], resume_checks: bool = True):
 
 
 def _check_batch(config: TrainConfig, dataset, stages) -> None:
-    """A batch must fit in the training faces (the sampler draws without replacement)."""
-    train_size = len(dataset.train())
-    if any(STAGE_CLASSES[s].needs_data for s in stages) and config.batch_size > train_size:
-        raise SettingError(
-            f"{setting('batch_size', config.batch_size)} is larger than the {train_size} "
-            f"training faces of {config.data}: pass {setting('batch_size', train_size)} or "
-            "less, or more data")
+    """A batch must fit in the faces each stage draws from (the sampler draws without
+    replacement; the image-to-image stages leave their validation faces out)."""
+    for stage in stages:
+        rows = STAGE_CLASSES[stage].batch_rows(config, dataset) \
+            if STAGE_CLASSES[stage].needs_data else None
+        if rows is not None and config.batch_size > rows:
+            raise SettingError(
+                f"{setting('batch_size', config.batch_size)} is larger than the {rows} "
+                f"training faces stage {stage} draws from in {setting('data')} {config.data}: "
+                f"pass {setting('batch_size', max(1, rows))} or less, or more data")
 
 
 def _resumption(run: RunFolder, stage: str, config: TrainConfig, dataset=None):

@@ -154,10 +154,12 @@ def _prototype_source(base: TrainConfig) -> str | None:
 
 
 def check_prototype_step(base: TrainConfig) -> None:
-    """Before any stage trains: the prototypes' faces exist and dlib's landmark model is
-    installed (a refusal names what to do)."""
+    """Before any stage trains (and in the dry run): the prototypes' faces exist, are 128 px
+    and enough in every category, and dlib's landmark model is installed (a refusal names what
+    to do)."""
     from pathlib import Path
 
+    from age_cgan.prototypes.build import check_prototype_faces
     from age_cgan.prototypes.landmarks import available
 
     source = _prototype_source(base)
@@ -168,6 +170,10 @@ def check_prototype_step(base: TrainConfig) -> None:
     if not available():
         raise SettingError("the recipe builds the age prototypes with dlib's landmark model: "
                            'pip install "age-cgan[eval]" first')
+    config = resolve_config(base)
+    check_prototype_faces(source, age_bins=config.age_bins, test_fraction=config.test_fraction,
+                          seed=config.seed,
+                          given_as="prototype_data" if base.prototype_data else "data")
 
 
 def build_prototypes_step(base: TrainConfig, run: RunFolder) -> bool:

