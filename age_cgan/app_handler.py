@@ -99,7 +99,7 @@ def model_folder(run=None, model=None) -> Path:
     try:
         return Path(verified_run(model))
     except PretrainedError as error:
-        raise AppError(f"{raw_message(error)}; reinstall age-cgan, or pass "
+        raise AppError(f"{raw_message(error)}; or serve another model: "
                        f"{setting('run', 'DIR')} (a train.py run) or {setting('model', 'DIR')} "
                        "(a packaged model folder)") from None
 

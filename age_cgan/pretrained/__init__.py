@@ -60,8 +60,29 @@ def read_checksums(folder: Path) -> dict[str, str]:
     return sums
 
 
-def verify(folder: Path) -> Path:
+def remedy(folder: Path, name: str, options: bool = False) -> str:
+    """What restores the file ``name`` of a packaged model folder: the shipped model comes
+    with the package; a user's own folder from the run it was packaged from, or, where the
+    command takes the file from elsewhere (``options``: infer.py), that option (with the
+    command that builds it)."""
+    if Path(folder).resolve() == DEFAULT_MODEL.resolve():
+        return "reinstall the package (`pip install --force-reinstall .`)"
+    fix = f"copy it back from the run {folder} was packaged from (RUN/{name})"
+    if name == "prototypes.npz" and not options:
+        return (f"{fix}, or build it there with `python -m age_cgan.prototypes build DATA "
+                f"{folder / name}` (DATA: 128 px faces) and remove its line from {CHECKSUMS}")
+    if name == "prototypes.npz":
+        return (f"{fix}, or build one with `python -m age_cgan.prototypes build DATA "
+                f"FILE.npz` (DATA: 128 px faces) and pass {setting('prototypes', 'FILE.npz')}")
+    if options and name.startswith("models/") and name.endswith(".keras"):
+        return f"{fix}, or pass {setting(Path(name).stem, 'FILE.keras')}"
+    return fix
+
+
+def verify(folder: Path, given=None) -> Path:
     """Check every file of a packaged model against its SHA-256; returns the folder.
+    ``given``: relative paths the command replaces with files of its own (not checked; a
+    command that can replace files passes a set, empty or not, and its options are named).
 
     Raises PretrainedError naming the first missing or mismatching file and what to do."""
     folder = Path(folder)
@@ -71,21 +92,23 @@ def verify(folder: Path) -> Path:
             "(reinstall with `pip install .` from a full clone) or the path is wrong")
     for name, expected in read_checksums(folder).items():
         path = folder / name
+        if name in (given or ()):
+            continue
         if not path.is_file():
-            raise PretrainedError(f"{path} is missing from the packaged model {folder}; "
-                                  "reinstall the package (`pip install --force-reinstall .`)")
+            raise PretrainedError(f"{path} is missing from the packaged model {folder}: "
+                                  f"{remedy(folder, name, given is not None)}")
         actual = sha256(path)
         if actual != expected:
             raise PretrainedError(
                 f"{path} is damaged or was changed: its SHA-256 is {actual}, {CHECKSUMS} "
-                f"records {expected}. Reinstall the package (`pip install --force-reinstall .`)"
-                " or restore the file.")
+                f"records {expected}. Restore it: {remedy(folder, name, given is not None)}")
     return folder
 
 
-def verified_run(folder=None) -> Path:
-    """The packaged model's folder (default: the shipped one), checked; loads as a run."""
-    return verify(Path(folder) if folder is not None else DEFAULT_MODEL)
+def verified_run(folder=None, given=None) -> Path:
+    """The packaged model's folder (default: the shipped one), checked (but the files of
+    ``given``, which the command replaces); loads as a run."""
+    return verify(Path(folder) if folder is not None else DEFAULT_MODEL, given)
 
 
 def shipped_defaults() -> dict:

@@ -35,6 +35,12 @@ FIELD_SIDE = 64
 BAND_SIGMAS = (1.0, 2.0, 4.0, 8.0)
 FORMAT = 1
 _ARRAYS = ("image", "band_magnitude", "colour_magnitude", "shape", "reference_shape")
+#: The range each array's values keep (a little wider: float16 rounding, landmarks a little
+#: outside the crop): colours and magnitudes are fractions of full scale, landmarks of the side.
+RANGES = {"image": (0.0, 1.0), "band_magnitude": (0.0, 1.0), "colour_magnitude": (0.0, 1.0),
+          "shape": (-0.5, 1.5), "reference_shape": (-0.5, 1.5)}
+_SLACK = 0.01
+BUILD = "`python -m age_cgan.prototypes build DATA OUT.npz`"
 
 
 def magnitude_sigma(band: int) -> float:
@@ -111,12 +117,26 @@ class Prototypes:
         if wrong or not all(np.isfinite(v).all() for v in arrays.values()):
             raise PrototypeFileError(f"{path} is damaged: " + ("; ".join(wrong)
                                                               or "values that are not finite"))
+        scale = range_problem(arrays)
+        if scale:
+            raise PrototypeFileError(f"{path} holds values on another scale: {scale}; build "
+                                     f"it again with {BUILD}")
         if bins is not None and meta.get("bins") != bins:
             raise PrototypeFileError(f"{path} was built for the age categories "
                                      f"{meta.get('bins')!r}, not this model's {bins!r}")
         header = {k: v for k, v in meta.items() if k not in ("format", "bins", "band_sigmas",
                                                               "image_side", "field_side")}
         return cls(bins=meta["bins"], meta=header, path=path, **arrays)
+
+
+def range_problem(arrays: dict) -> str | None:
+    """The first array whose values leave its ``RANGES`` (e.g. a mean face on 0-255), or None."""
+    for name, (low, high) in RANGES.items():
+        values = arrays[name]
+        if values.min() < low - _SLACK or values.max() > high + _SLACK:
+            return (f"{name} runs {values.min():.3g} to {values.max():.3g}, not {low:g} to "
+                    f"{high:g}")
+    return None
 
 
 def _npy(array: np.ndarray) -> bytes:
