@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from age_cgan.errors import SettingError, setting
+
 #: The paper's categories (Antipov, Baccouche, Dugelay 2017).
 DEFAULT_SPEC = "0-18,19-29,30-39,40-49,50-59,60+"
 
@@ -95,6 +97,12 @@ class AgeBins:
             out[valid & (years >= low) & (years <= high)] = index
         return out
 
+    def shown_years(self, years: float, category: int) -> int | None:
+        """``years`` as a person reads them (whole years, rounded), or None where those fall
+        outside ``category``: one statement, never "19-29 ... about 30 years"."""
+        shown = int(round(float(years)))
+        return shown if int(self.category(shown)) == category else None
+
     def one_hot(self, categories) -> np.ndarray:
         """One-hot float32 (..., num_ages) of category indices; -1 is rejected."""
         categories = np.asarray(categories, dtype=np.int64)
@@ -104,3 +112,26 @@ class AgeBins:
 
 
 PAPER_BINS = AgeBins.parse(DEFAULT_SPEC)
+
+
+def parse_ages(text: str, bins: AgeBins) -> list[int]:
+    """'all' | '19-29,60+' | '25,70' -> sorted category indices of ``bins``; a SettingError
+    (a ValueError) on the setting ``ages`` names the choices (infer.py's --ages, the page)."""
+    if text.strip().lower() == "all":
+        return list(range(bins.num_ages))
+    chosen = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part in bins.labels:
+            chosen.add(bins.labels.index(part))
+            continue
+        try:
+            category = int(bins.category(float(part)))
+        except ValueError:
+            category = -1
+        if category < 0:
+            raise SettingError(f"{setting('ages')}: {part!r} is neither a category "
+                               f"({', '.join(bins.labels)}) nor an age in one")
+        chosen.add(category)
+    if not chosen:
+        raise SettingError(f"{setting('ages')}: no category given")
+    return sorted(chosen)

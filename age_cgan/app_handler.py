@@ -2,7 +2,8 @@
 
 No Gradio import here, so it is testable and measurable without a server (``age_cgan.app``
 builds the page and serves it). Uploads are checked by their header before decoding
-(``check_upload``); detection, cropping and the grid are ``age_cgan.cli.infer``'s; aging is
+(``check_upload``); detection and cropping are ``age_cgan.faces``', the grid and the age
+parser infer.py's too (``age_cgan.aging.grid``, ``age_cgan.ages``), no command line's; aging is
 ``AgingModels`` (one call site, ``age_face``), by the same default method as infer.py.
 """
 
@@ -207,7 +208,7 @@ class AgingApp:
         """Age one face of a photo. Returns a dict: ``message`` (Markdown), ``faces`` (the crops),
         ``face`` (index used), ``grid`` (uint8 image), ``aged`` [(image, caption)], ``download``
         (a zip path) and ``record``; on a photo problem only ``message`` (and no images)."""
-        from age_cgan.cli.infer import parse_ages
+        from age_cgan.ages import parse_ages
         from age_cgan.faces import PhotoError
 
         session = {} if session is None else session
@@ -248,16 +249,16 @@ class AgingApp:
         return judge_aged(aged.face, aged.aged, self.verifier, self.estimator)
 
     def _result(self, aged, verdicts, faces, index, start) -> dict:
-        from age_cgan.cli.infer import _grid, _write_face
+        from age_cgan.aging.grid import aged_grid, write_aged
 
         zoom = max(1, round(DISPLAY_SIDE / aged.face.shape[0]))
-        grid, images, _ = _grid(aged, zoom)
+        grid, images, _ = aged_grid(aged, zoom)
         captions = [caption(label, verdict) for label, verdict in zip(aged.labels, verdicts)]
         record = {"face": index + 1, "faces": len(faces), **aged.record(),
                   "ages": [{"category": label, **verdict}
                            for label, verdict in zip(aged.labels, verdicts)]}
         folder = self.scratch / uuid.uuid4().hex
-        _write_face(aged, folder / "aged" / "grid.png", zoom, separate=True)
+        write_aged(aged, folder / "aged" / "grid.png", zoom, separate=True)
         write_text(folder / "aged" / "result.json", json.dumps(record, indent=1) + "\n")
         download = folder / "aged.zip"
         with writing(download, "the download"), \

@@ -66,9 +66,14 @@ def panels(run) -> list[tuple[str, dict]]:
     return found
 
 
-def plot_curves(run, out=None) -> Path:
-    """Write ``out`` (default ``RUN/curves.png``): one panel per stage and tag group."""
+def plot_curves(run, out=None, overwrite: bool = True) -> Path:
+    """Write ``out`` (default ``RUN/curves.png``): one panel per stage and tag group; without
+    ``overwrite`` a file this project did not write is refused (``aging.grid.WouldReplace``)
+    before any plotting."""
     import matplotlib
+
+    from age_cgan.aging.grid import check_replace
+    from age_cgan.visualize import MAKER
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -79,6 +84,7 @@ def plot_curves(run, out=None) -> Path:
         raise FileNotFoundError(f"no stage*/metrics.jsonl with scalars in {run}: train a stage "
                                 "into this run folder first")
     out = Path(out) if out is not None else run / "curves.png"
+    check_replace(out, overwrite)
     cols = min(3, len(found))
     rows = -(-len(found) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
@@ -94,7 +100,7 @@ def plot_curves(run, out=None) -> Path:
     fig.suptitle(f"{run.name}: window means from metrics.jsonl", fontsize=11)
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=90)
+        fig.savefig(tmp, dpi=90, format="png", metadata={"Software": MAKER})
     plt.close(fig)
     return out
 
@@ -104,12 +110,17 @@ def main(argv=None) -> int:
                                 description="Plot a run's training curves (stage*/metrics.jsonl) "
                                 "into one PNG.")
     p.add_argument("run", help="run folder (or a folder holding stage*/metrics.jsonl)")
-    p.add_argument("--out", help="PNG to write (default: RUN/curves.png)")
+    p.add_argument("--out", help="PNG to write (default: RUN/curves.png); a file this command "
+                   "did not write is replaced only with --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out although another program wrote it")
     args = p.parse_args(argv)
     try:
-        print(f"wrote {plot_curves(args.run, args.out)}")
-    except (FileNotFoundError, ValueError) as error:
-        print(f"curves: error: {error}", file=sys.stderr)
+        print(f"wrote {plot_curves(args.run, args.out, args.overwrite)}")
+    except (OSError, ValueError) as error:  # no metrics, WouldReplace, WriteFailed
+        words = error.words(lambda part: "--" + part["setting"]) if hasattr(error, "words") \
+            else str(error)
+        print(f"curves: error: {words}", file=sys.stderr)
         return 1
     return 0
 

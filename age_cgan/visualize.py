@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -43,8 +45,41 @@ def labelled_grid(images: np.ndarray, rows: int, cols: int, labels: list[str], p
     return np.asarray(canvas)
 
 
+#: What every image this project writes says it was made by (a PNG text chunk, a JPEG
+#: comment): a command replaces a file of that name without asking, any other only when told.
+MAKER = "age-cgan"
+#: The image files a grid can be written as, by suffix: (Pillow format, its save options).
+FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}),
+           ".jpeg": ("JPEG", {"quality": 95})}
+
+
 def save_png(array: np.ndarray, path, what: str | None = None) -> None:
     """Write a uint8 (H, W, 3) array as PNG, atomically (temp name + rename); a refused write
     is ``files.WriteFailed`` naming ``path`` and ``what``."""
+    save_image(array, path, what, ".png")
+
+
+def save_image(array: np.ndarray, path, what: str | None = None, suffix: str | None = None):
+    """``save_png`` in the format of ``path``'s suffix (``FORMATS``: PNG, or JPEG at quality
+    95), marked as made by this project (``made_here``)."""
+    from PIL import PngImagePlugin
+
+    name, options = FORMATS[(suffix or Path(path).suffix).lower()]
+    if name == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", MAKER)
+        options = {"pnginfo": info}
+    else:
+        options = {**options, "comment": MAKER}
     with atomic_path(path, what) as tmp:
-        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format=name, **options)
+
+
+def made_here(path) -> bool:
+    """Whether the image file ``path`` says it was written by this project (``save_image``)."""
+    try:
+        with Image.open(path) as image:
+            mark = image.info.get("Software", image.info.get("comment", b""))
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return (mark.decode("latin-1") if isinstance(mark, bytes) else str(mark)) == MAKER

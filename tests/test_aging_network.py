@@ -204,13 +204,14 @@ def test_network_method_guesses_the_age_and_keeps_the_photo_at_its_own(aging_run
 
 
 def test_the_own_age_is_one_guess(aging_run):
-    """The estimator's years join its category only where they fall in it: never "0-18, about
-    37 years" (infer's line, --json and the page say one thing)."""
+    """The estimator's years join its category only where the years shown (rounded) fall in
+    it: never "0-18, about 37 years", nor "0-18, about 19 years" for 18.6 (infer's line,
+    --json and the page say one thing)."""
     from age_cgan.cli.explain import own_age_label, own_age_line
 
     models = _tiny_models(aging_run)
     face = np.zeros((32, 32, 3), np.uint8)
-    for years, shown in ((37.0, None), (12.0, 12.0)):
+    for years, shown in ((37.0, None), (12.0, 12), (18.6, None), (18.4, 18)):
         models.estimate_sources = lambda faces, y=years: (np.array([0]), np.array([0.6]),
                                                           np.array([y]))
         aged = models.age(face, "network", progress=False)
@@ -218,7 +219,8 @@ def test_the_own_age_is_one_guess(aging_run):
         assert aged.record()["source_years"] == shown
         line = own_age_line(aged)
         assert line.startswith("own age guessed by the age estimator: 0-18 (60% sure")
-        assert ("about 12 years" in line) == (shown is not None) and "37" not in line
+        assert (f"about {shown} years" in line) == (shown is not None) and "37" not in line
+        assert "about 19" not in line
     assert own_age_label(aged) == "own age\n(estimated 0-18)"
     given = models.age(face, "network", source_age=70, progress=False)
     assert own_age_label(given) == "own age\n(given 60+)" and given.strength == 1.0

@@ -332,6 +332,40 @@ def test_outputs_never_replace_inputs_and_are_checked_before_the_work(run, tmp_p
     assert json.loads(log.read_text())["photo"] == str(photo)
 
 
+def test_an_image_suffix_is_a_file_and_other_programs_files_are_kept(run, tmp_path, capsys):
+    """--out new.jpg writes that JPEG file (not a folder named new.jpg) and replaces it on
+    the next run; a file infer.py did not write is replaced only with --overwrite; a suffix it
+    cannot write is refused before the model loads."""
+    jpeg = tmp_path / "new_out.jpg"
+    for _ in range(2):
+        assert main([str(PORTRAIT), "--run", str(run.path), "--out", str(jpeg),
+                     "--no-progress"]) == 0
+        with Image.open(jpeg) as written:
+            assert jpeg.is_file() and written.format == "JPEG"
+    capsys.readouterr()
+    mine = tmp_path / "mine.png"
+    Image.new("RGB", (8, 8), "red").save(mine)
+    original = mine.read_bytes()
+    assert main([str(PORTRAIT), "--run", str(run.path), "--out", str(mine)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"infer.py: error: {mine} exists and was not written by age-cgan: pass --overwrite to "
+        "replace it, or choose another --out")
+    assert mine.read_bytes() == original
+    folder = tmp_path / "grids"
+    folder.mkdir()
+    (folder / "astronaut_aged.png").write_bytes(original)  # another program's file of that name
+    assert main([str(PORTRAIT), "--run", str(run.path), "--out", str(folder)]) == 2
+    assert "astronaut_aged.png exists and was not written by age-cgan" in capsys.readouterr().err
+    assert main([str(PORTRAIT), "--run", str(run.path), "--out", str(mine), "--overwrite",
+                 "--no-progress"]) == 0
+    assert np.asarray(Image.open(mine)).shape == grid_shape(2 + NUM_AGES)
+    capsys.readouterr()
+    assert main([str(PORTRAIT), "--run", str(run.path), "--out", str(tmp_path / "x.webp")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"infer.py: error: --out {tmp_path / 'x.webp'}: a grid is written as a .png or .jpg "
+        "file; name one of those, or a folder (a name without an image suffix)")
+
+
 def test_a_128_px_aging_network_beside_64_px_networks(tmp_path):
     """A packaged model whose aging network reads 128 px (the others 64): infer.py verifies it,
     the network reads the crop's detail and the aged crops keep the detail's size."""

@@ -98,6 +98,8 @@ def test_layers_point_down():
     for module, targets in graph.items():  # only the command lines import the command lines
         if not module.startswith(("age_cgan.cli", "age_cgan.app")):  # the page is one too
             assert not any(t.startswith("age_cgan.cli") for t in targets), module
+    # the page's handler shares its helpers with infer.py below both (the age parser, the grid)
+    assert not any(t.startswith("age_cgan.cli") for t in graph["age_cgan.app_handler"])
 
 
 def test_only_the_backend_layer_names_a_backend():

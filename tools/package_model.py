@@ -34,11 +34,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--leave-out", nargs="*", default=(), choices=NETWORKS[len(REQUIRED):],
                    metavar="NETWORK", help="networks of the run not to package (e.g. "
                    "face_recognizer, to stay within the 25 MB the shipped model may hold)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out although it "
+                   "holds files and is not a packaged model folder (default: refuse, before "
+                   "any copy; a packaged model folder is updated in place)")
     return p
+
+
+def out_problem(out: Path, overwrite: bool) -> str | None:
+    """Why --out must not be written: a file, or a folder with other files than a packaged
+    model's (no SHA256SUMS), unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file: name a folder"
+    if overwrite or not out.is_dir() or (out / CHECKSUMS).is_file() or not any(out.iterdir()):
+        return None
+    return (f"--out {out} holds files and is not a packaged model folder (no {CHECKSUMS}): "
+            "choose an empty or new folder, or pass --overwrite to write into it")
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    problem = out_problem(args.out, args.overwrite)
+    if problem:
+        sys.exit(f"package_model.py: error: {problem}")
     try:
         folder = package_run(args.run, args.out, args.method, args.strength, args.leave_out)
     except WriteFailed as error:  # a full disk, ...: one line naming the file

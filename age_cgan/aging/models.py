@@ -398,8 +398,7 @@ class AgingModels:
         elif self.age_estimator is not None:
             guess, p, y = self.estimate_sources(face[None])
             source, confidence, years = int(guess[0]), float(p[0]), float(y[0])
-            if self.bins.category(years) != source:  # one guess: years that fall in another
-                years = None  # category than the guessed one would contradict it
+            years = self.bins.shown_years(years, source)  # None: they would contradict it
             by = "age estimator"
         else:
             at_z0 = self.generate(self.encode(face[None])[0] if z0 is None else z0,

@@ -139,9 +139,27 @@ def _output_problem(args) -> str | None:
     from age_cgan.files import writable_problem
 
     if args.export_faces:
-        return writable_problem(args.export_faces)
+        return writable_problem(args.export_faces) or _foreign_problem(args.export_faces)
     out = args.out or (Path(args.run) / "eval" if args.run else Path(args.judge).parent / "eval")
     return writable_problem(out, folder=True)
+
+
+def _foreign_problem(path) -> str | None:
+    """Why ``path`` must not be replaced by an --export-faces file: it exists and is not one
+    (a faces file holds ``meta.npy``); None otherwise."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "meta.npy" in archive.namelist():
+                return None
+    except (zipfile.BadZipFile, OSError):
+        pass
+    return (f"--export-faces {path} exists and is not a faces file evaluate.py wrote: choose "
+            "another FILE.npz (it is not replaced)")
 
 
 def _faces_file_problem(path) -> str | None:

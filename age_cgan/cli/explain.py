@@ -1,8 +1,11 @@
 """What the commands and the page say about the per-photo methods, the strength and the
 person's own age: one wording, built from ``age_cgan.aging.methods`` and the shipped model's
-config.json, with no Keras import (``--help`` stays fast)."""
+config.json, with no Keras import (``--help`` stays fast). The grid's own-age header is
+``aging.grid.own_age_label`` (the page draws the grid too)."""
 
 from __future__ import annotations
+
+from age_cgan.aging.grid import own_age_label
 
 
 def method_help(default: str, methods=None, sep: str = " = ") -> str:
@@ -34,13 +37,6 @@ def own_age_line(aged) -> str:
     years = "" if aged.source_years is None else f", about {aged.source_years:.0f} years"
     return (f"own age guessed by the age estimator: {aged.source_label} "
             f"({aged.source_confidence:.0%} sure{years}; --source-age YEARS to give it)")
-
-
-def own_age_label(aged) -> str:
-    """The grid's header over the face at its own age, on two lines: how that age was found
-    (the --json keys join the lines with a space)."""
-    how = "given" if aged.source_given else "estimated"
-    return f"own age\n({how} {aged.source_label})"
 
 
 __all__ = ["method_help", "own_age_label", "own_age_line", "strength_help"]

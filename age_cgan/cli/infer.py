@@ -17,14 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+from age_cgan.ages import parse_ages
 from age_cgan.cli import HelpFormatter
-from age_cgan.cli.explain import method_help, own_age_label, own_age_line, strength_help
+from age_cgan.cli.explain import method_help, own_age_line, strength_help
 from age_cgan.cli.words import cli_message
 from age_cgan.errors import AgeCganError
 from age_cgan.files import WriteFailed, writing
 
 PROG = "infer.py"
-GRID_SUFFIXES = (".png",)
+#: A grid --out file's suffixes (``visualize.FORMATS``); any other image suffix is refused.
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,9 +61,15 @@ def parser() -> argparse.ArgumentParser:
                    "run's), for --method network")
     p.add_argument("--age-bins", help="age categories of the generator when it has no run "
                    "folder, e.g. '0-18,19-29,30-39,40-49,50-59,60+' (default: the run's)")
-    p.add_argument("--out", help="a .png file (one face), or a folder for one grid per face "
-                   "(default: aged/ in the current folder for the shipped model, a --model "
-                   "folder or --encoder/--generator files; RUN/infer/ for a --run RUN)")
+    p.add_argument("--out", help="a .png or .jpg file, written in that format (one face; more "
+                   "faces go beside it as NAME_PHOTO_aged.png), or a folder for one grid per "
+                   "face: any name without an image suffix (default: aged/ in the current "
+                   "folder for the shipped model, a --model folder or --encoder/--generator "
+                   "files; RUN/infer/ for a --run RUN). A file infer.py did not write is "
+                   "never replaced without --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace files at the output "
+                   "paths that infer.py did not write (default: refuse; its own earlier "
+                   "grids are replaced)")
     from age_cgan.aging.methods import METHODS
     from age_cgan.pretrained import shipped_defaults
 
@@ -100,33 +108,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_ages(text: str, bins) -> list[int]:
-    """'all' | '19-29,60+' | '25,70' -> sorted category indices; ValueError names the choices."""
-    if text.strip().lower() == "all":
-        return list(range(bins.num_ages))
-    chosen = set()
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        if part in bins.labels:
-            chosen.add(bins.labels.index(part))
-            continue
-        try:
-            category = int(bins.category(float(part)))
-        except ValueError:
-            category = -1
-        if category < 0:
-            raise ValueError(f"--ages: {part!r} is neither a category ({', '.join(bins.labels)}) "
-                             "nor an age in one")
-        chosen.add(category)
-    if not chosen:
-        raise ValueError("--ages: no category given")
-    return sorted(chosen)
-
-
 class Outputs:
     """Where each face's grid goes: a .png file for a single face, else names in a folder."""
 
     def __init__(self, out: Path, single: bool):
         self.is_file = out.suffix.lower() in GRID_SUFFIXES
+        self.suffix = out.suffix if self.is_file else ".png"
         self.out, self.single, self.used = out, single, set()
 
     def grid_path(self, photo: Path, face_index: int, faces: int) -> Path:
@@ -136,7 +123,7 @@ class Outputs:
             stem = photo.stem + (f"_face{face_index + 1}" if faces > 1 else "")
             folder = self.out.parent if self.is_file else self.out
             prefix = f"{self.out.stem}_" if self.is_file else ""
-            path = folder / f"{prefix}{stem}_aged.png"
+            path = folder / f"{prefix}{stem}_aged{self.suffix}"
         base, k = path, 2
         while path in self.used:  # two photos with the same name from different folders
             path = base.with_name(f"{base.stem}_{k}{base.suffix}")
@@ -145,50 +132,15 @@ class Outputs:
         return path
 
 
-def _grid(aged, zoom: int):
-    import numpy as np
-    from PIL import Image
-
-    from age_cgan.visualize import labelled_grid
-
-    images = _images(aged)
-    labels = ["input", own_age_label(aged), *aged.labels]
-    size = max(aged.face.shape[0] * zoom, images[0].shape[0])
-    images = [i if i.shape[0] == size else
-              np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BICUBIC))
-              for i in images]
-    return labelled_grid(np.stack(images), 1, len(images), labels), images, labels
-
-
-def _images(aged) -> list:
-    """input | reconstruction | each age, at the crop's own size where the method added its
-    change there (the reconstruction of ``difference`` is G's 64 px pivot)."""
-    if aged.aged_detail is None:
-        return [aged.face, aged.reconstruction, *aged.aged]
-    recon = aged.reconstruction if aged.reconstruction_detail is None \
-        else aged.reconstruction_detail
-    return [aged.detail, recon, *aged.aged_detail]
-
-
-def _write_face(aged, grid_path: Path, zoom: int, separate: bool) -> dict:
-    from age_cgan.visualize import save_png
-
-    grid, images, labels = _grid(aged, zoom)
-    save_png(grid, grid_path, "the aged grid")
-    paths = {"grid": str(grid_path)}
-    if separate:
-        folder = grid_path.with_suffix("")
-        names = ["input", "own_age", *(f"age_{label}" for label in aged.labels)]
-        paths["images"] = {}
-        for name, label, image in zip(names, labels, _images(aged)):
-            path = folder / f"{name.replace('+', 'plus')}.png"
-            save_png(image, path, "an aged face")
-            paths["images"][label.replace("\n", " ")] = str(path)
-    return paths
-
-
 class MethodUnavailable(AgeCganError, ValueError):
     """The asked method needs a network the model lacks (``AgingModels.unavailable_reason``)."""
+
+
+def _given_files(args) -> set:
+    """The packaged model's files this command takes from elsewhere (--prototypes, ...)."""
+    networks = ("encoder", "generator", "face_recognizer", "age_estimator", "aging_network")
+    given = {f"models/{n}.keras" for n in networks if getattr(args, n)}
+    return given | ({"prototypes.npz"} if args.prototypes else set())
 
 
 def _load(args):
@@ -201,7 +153,7 @@ def _load(args):
     args.judges = _score_judges() if args.score else None  # a missing extra fails first
     run = args.run
     if args.model is not None or (run is None and not (args.encoder and args.generator)):
-        run = verified_run(args.model)  # the shipped model unless --model names another
+        run = verified_run(args.model, _given_files(args))  # the shipped one unless --model
     models = AgingModels.from_run(run, encoder=args.encoder, generator=args.generator,
                                   face_recognizer=args.face_recognizer, age_bins=args.age_bins,
                                   age_estimator=args.age_estimator,
@@ -229,6 +181,7 @@ def _load(args):
 def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
     """Write the grids of one photo's faces; returns how many (raises PhotoError)."""
     from age_cgan.aging import LEARNING_RATE
+    from age_cgan.aging.grid import write_aged
     from age_cgan.faces import find_faces
 
     start = time.perf_counter()
@@ -241,8 +194,8 @@ def _age_photo(photo, models, detector, categories, outputs, args, log) -> int:
         aged = models.age(face.image, args.optimize, args.opt_steps, args.source_age,
                           categories, args.lr or LEARNING_RATE, args.progress, args.strength,
                           detail=face.detail)
-        paths = _write_face(aged, outputs.grid_path(photo, index, len(faces)), args.zoom,
-                            args.separate)
+        paths = write_aged(aged, outputs.grid_path(photo, index, len(faces)), args.zoom,
+                           args.separate, args.overwrite)
         record = {"photo": str(photo), "face": index + 1, "faces": len(faces),
                   "box": face.box.as_list(), "crop_box": face.crop_box.as_list(),
                   "detector_score": round(face.score, 3), **paths, **aged.record(),
@@ -328,18 +281,26 @@ def _settings_problem(args) -> str | None:
     return None
 
 
-GRID_NAME = re.compile(r"_aged(_\d+)?\.png$")  # what Outputs.grid_path names a grid
+GRID_NAME = re.compile(r"_aged(_\d+)?\.(png|jpe?g)$")  # what Outputs.grid_path names a grid
 
 
-def _check_outputs(outputs: Outputs, photos: list, named, json_path) -> tuple[list, str | None]:
+def _check_outputs(outputs: Outputs, photos: list, named, json_path,
+                   overwrite: bool = False) -> tuple[list, str | None]:
     """(the photos to age, why to stop before any work or None).
 
-    A grid never replaces a photo (``infer.py me.png --out me.png``); the grids of an earlier
-    run in a folder that is both read and written (``--out`` = the photos' folder) are not
-    aged again (``x_aged_aged.png``) unless named one by one; every output can be written.
+    A grid never replaces a photo (``infer.py me.png --out me.png``), nor without
+    ``overwrite`` any file infer.py did not write; the grids of an earlier run in a folder that
+    is both read and written (``--out`` = the photos' folder) are not aged again
+    (``x_aged_aged.png``) unless named one by one; every output can be written.
     """
+    from age_cgan.aging.grid import WouldReplace, check_replace
+    from age_cgan.data.readers import IMAGE_SUFFIXES
     from age_cgan.files import writable_problem
 
+    suffix = outputs.out.suffix.lower()
+    if suffix in IMAGE_SUFFIXES and not outputs.is_file:
+        return photos, (f"--out {outputs.out}: a grid is written as a .png or .jpg file; name "
+                        "one of those, or a folder (a name without an image suffix)")
     folder = (outputs.out.parent if outputs.is_file else outputs.out).resolve()
     named = {Path(p).resolve() for p in named}
     photos = [p for p in photos if p.resolve() in named or p.resolve().parent != folder
@@ -352,6 +313,12 @@ def _check_outputs(outputs: Outputs, photos: list, named, json_path) -> tuple[li
         problem = writable_problem(json_path)
     if problem:
         return photos, f"cannot write the output: {problem}"
+    planned = Outputs(outputs.out, outputs.single)  # each photo's grid when it has one face
+    try:
+        for photo in photos:
+            check_replace(planned.grid_path(photo, 0, 1), overwrite)
+    except WouldReplace as error:
+        return photos, cli_message(error)
     return photos, None if photos else "no photos to read (only grids this writes)"
 
 
@@ -365,6 +332,7 @@ def main(argv=None) -> int:
     problem = _settings_problem(args)
     if problem:  # one line, before the model loads
         return _refuse(problem)
+    from age_cgan.aging.grid import WouldReplace
     from age_cgan.faces import PhotoError, list_photos
 
     photos, failures = list_photos(args.photos)
@@ -375,7 +343,8 @@ def main(argv=None) -> int:
         return 2
     outputs = Outputs(Path(args.out or _default_out(args)), single=len(photos) == 1)
     if args.out is not None:  # a given --out is checked before the model loads (seconds)
-        photos, problem = _check_outputs(outputs, photos, args.photos, args.json)
+        photos, problem = _check_outputs(outputs, photos, args.photos, args.json,
+                                         args.overwrite)
         if problem:
             return _refuse(problem)
     try:
@@ -383,7 +352,8 @@ def main(argv=None) -> int:
     except (AgeCganError, ValueError, ImportError, RuntimeError) as error:  # RunFolderError, ...
         return _refuse(cli_message(error))
     if args.out is None:  # the default (RUN/infer) once the run folder is known to be one
-        photos, problem = _check_outputs(outputs, photos, args.photos, args.json)
+        photos, problem = _check_outputs(outputs, photos, args.photos, args.json,
+                                         args.overwrite)
         if problem:
             return _refuse(problem)
     log = None
@@ -406,6 +376,10 @@ def main(argv=None) -> int:
     except WriteFailed as error:  # a full disk, ...: one line, the grids already written stay
         kept = f"the grids of the {written} faces aged before it are kept" if written else None
         print(f"{PROG}: error: {cli_message(error.but(kept=kept))}", file=sys.stderr)
+        return 1
+    except WouldReplace as error:  # a second face's grid name, taken by another file
+        kept = f"; the grids of the {written} faces aged before it are kept" if written else ""
+        print(f"{PROG}: error: {cli_message(error)}{kept}", file=sys.stderr)
         return 1
     finally:
         if log not in (None, sys.stdout):
