@@ -62,6 +62,24 @@ def unopened(preprocess):
     return passthrough
 
 
+def logged(preprocess):
+    """A choice input's preprocessing whose refusal of a value (one not among its choices, sent
+    through the API) the server logs in one line, as the client reads it, without Gradio's
+    traceback: a wrong value is the client's mistake, not the server's."""
+
+    def checked(payload):
+        import gradio as gr
+
+        try:
+            return preprocess(payload)
+        except gr.Error as error:
+            print(f"{PROG}: refused a request: {error.message}", file=sys.stderr)
+            error.print_exception = False
+            raise
+
+    return checked
+
+
 def face_choices(faces: int) -> list[tuple[str, str]]:
     """The Face dropdown's choices: ("face 1", "0"), ... (strings: see ``build_page``)."""
     return [(f"face {i + 1}", str(i)) for i in range(max(1, faces))]
@@ -89,9 +107,11 @@ def build_page(app: AgingApp, model_name: str):
                 photo.preprocess = unopened(photo.preprocess)
                 ages = gr.CheckboxGroup(labels, value=labels, label="Target ages",
                                         elem_id="ages")
+                ages.preprocess = logged(ages.preprocess)
                 method = gr.Radio(methods, value=methods[0], label="Method (per photo)",
                                   info=method_help(methods[0], methods, ": ") + ".",
                                   elem_id="method")
+                method.preprocess = logged(method.preprocess)
                 # string values, and any accepted: what the API advertises ("0") is taken,
                 # and a later face of a group photo too (app_handler.face_number)
                 face = gr.Dropdown(face_choices(1), value="0", label="Face", visible=False,

@@ -219,8 +219,16 @@ def test_the_page_offers_what_the_model_runs_and_takes_what_its_api_advertises(c
     assert "Aged 1 face" in result["message"], result["message"]
     second = age(client, photos / "two_faces.jpg", face="1")
     assert "face 2 of 2" in second["message"], second["message"]
+    log = server[1].parent / f"{server[1].name}.log"
+    before = len(log.read_text())
     with pytest.raises(Exception, match="not in the list of choices"):
         age(client, photos / "portrait.jpg", method="identity")
+    deadline = time.monotonic() + 10  # the server logs it in one line, as the client reads it
+    while "refused a request" not in log.read_text()[before:] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logged = log.read_text()[before:]
+    assert "age-cgan-app: refused a request: Value: 'identity'" in logged, logged
+    assert "Traceback" not in logged, logged
     # the page itself says why
     with urllib.request.urlopen(server[0] + "config", timeout=30) as response:
         config = json.loads(response.read())
