@@ -300,3 +300,17 @@ def test_train_py_lists_its_stages_once_in_training_order():
         assert f"{group} = {', '.join(stages)} (" in text
     assert set(STAGE_GROUPS["all"]) == set(STAGE_ORDER)  # all means every stage
     assert "1 = " not in DESCRIPTION and "fr = " not in DESCRIPTION  # one list, in --stage
+
+
+def test_the_readme_reads_in_five_minutes_and_keeps_its_two_commands():
+    """The README: what it does, the two commands, what you will see, using it, a GPU, more;
+    the figures live in docs/evaluation.md and the model card, which it links."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    assert "pip install . && python infer.py age_cgan/examples/astronaut.jpg --out aged.png" \
+        in readme
+    assert 'pip install -e ".[test,eval,app]" && python -m pytest' in readme
+    assert "docs/evaluation.md#the-shipped-models-figures" in readme
+    assert "MODEL_CARD.md" in readme and "| method" not in readme  # no table of figures
+    figures = (PACKAGE.parent / "docs" / "evaluation.md").read_text()
+    assert "## The shipped model's figures" in figures and "89.6%" in figures
