@@ -59,6 +59,22 @@ def test_the_prototype_build_checks_its_output_before_any_work(tmp_path, capsys)
     assert not (tmp_path / "p.npz").exists()
 
 
+def test_the_prototype_faces_need_a_group_that_can_be_balanced(tmp_path, capsys):
+    """Enough faces in every category, but spread over ten race-and-gender groups so thinly
+    that none has 15 in each: refused before the build, not averaged unbalanced in silence."""
+    folder = tmp_path / "mixed128"
+    folder.mkdir()
+    face = Image.fromarray(np.full((128, 128, 3), 100, np.uint8))
+    for i in range(132):
+        age, gender, race = (5, 24, 35, 44, 55, 70)[i % 6], (i // 6) % 2, (i // 12) % 5
+        face.save(folder / f"{age}_{gender}_{race}_2017010{i:04d}.jpg.chip.jpg")
+    assert build([folder, tmp_path / "p.npz"], capsys) == (
+        2, f"error: no race-and-gender group of DATA {folder} has 15 training faces in every age "
+        "category, so the age prototypes could not be balanced: give DATA more faces (the whole "
+        "UTKFace, made with `python -m age_cgan.data prepare UTKFACE_DIR ~/data/utkface128 "
+        "--size 128`)")
+
+
 def synthetic_prototypes(scale: float = 1.0):
     from age_cgan.prototypes import Prototypes
 

@@ -32,16 +32,20 @@ def prepare_command(side: int) -> str:
             f"--size {side}`")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Survey:
     """``side``: the median shorter side (px) of a sample of the source's images, None when
     none could be read; ``train_counts``: training faces per category (the split of
-    ``load_dataset``, before any image is found unusable); ``labels``: the categories."""
+    ``load_dataset``, before any image is found unusable); ``labels``: the categories;
+    ``train_names`` / ``train_categories``: the training faces' file names (N,) and
+    categories (N,)."""
 
     path: str
     side: int | None
     train_counts: tuple[int, ...]
     labels: tuple[str, ...]
+    train_names: np.ndarray
+    train_categories: np.ndarray
 
     @property
     def train_faces(self) -> int:
@@ -73,7 +77,8 @@ def survey(source, age_bins=None, test_fraction: float = 0.1, seed: int = 0) -> 
     picked = rng.choice(len(paths), min(SAMPLE, len(paths)), replace=False) if paths else []
     sides = [s for s in (image_side(paths[i]) for i in picked) if s is not None]
     return Survey(str(found.path), int(np.median(sides)) if sides else None,
-                  tuple(int(c) for c in counts), tuple(bins.labels))
+                  tuple(int(c) for c in counts), tuple(bins.labels), names[~is_test],
+                  categories[keep][~is_test])
 
 
 def check_faces(source, option: str, side: int | None = None, per_category: int = 0,

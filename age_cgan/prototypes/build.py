@@ -50,13 +50,25 @@ def check_prototype_faces(source, option: str = "prototype_data", age_bins=None,
                           test_fraction: float = 0.1, seed: int = 0,
                           given_as: str | None = None):
     """Refuse, before the build's minutes (and before any stage trains), faces the prototypes
-    cannot be made from: smaller than ``IMAGE_SIDE`` px, or fewer than ``MIN_GROUP`` training
-    faces in some category; ``option`` is the setting that names them (a ``SettingError``)."""
-    from age_cgan.data.survey import check_faces
+    cannot be made from: smaller than ``IMAGE_SIDE`` px, fewer than ``MIN_GROUP`` training
+    faces in some category, or UTKFace-named faces of which no race-and-gender group has
+    ``MIN_GROUP`` in every category (they could not be balanced); ``option`` is the setting
+    that names them (a ``SettingError``)."""
+    from age_cgan.data.survey import check_faces, prepare_command
+    from age_cgan.errors import SettingError, setting
 
-    return check_faces(source, option, side=IMAGE_SIDE, per_category=MIN_GROUP,
-                       for_what="the age prototypes", age_bins=age_bins,
-                       test_fraction=test_fraction, seed=seed, given_as=given_as)
+    found = check_faces(source, option, side=IMAGE_SIDE, per_category=MIN_GROUP,
+                        for_what="the age prototypes", age_bins=age_bins,
+                        test_fraction=test_fraction, seed=seed, given_as=given_as)
+    groups = groups_of(found.train_names)
+    if (groups >= 0).any() and not balance_weights(found.train_categories, groups,
+                                                   len(found.labels), MIN_GROUP)[1]:
+        raise SettingError(f"no race-and-gender group of {setting(given_as or option)} "
+                           f"{source} has {MIN_GROUP} training faces in every age category, so "
+                           f"the age prototypes could not be balanced: give {setting(option)} "
+                           f"more faces (the whole UTKFace, made with "
+                           f"{prepare_command(IMAGE_SIDE)})")
+    return found
 
 
 def balance_weights(categories, groups, num_ages: int, min_group: int = MIN_GROUP):
