@@ -1,7 +1,8 @@
-"""dlib's 68 facial landmarks of face crops, at build time only.
+"""dlib's 68 facial landmarks of face crops: for building the prototypes and for aging a photo.
 
-The landmark model ships in ``face-recognition-models`` (the ``[eval]`` extra); running the age
-prototypes needs neither it nor dlib's landmarks, only the mean shapes the build stored. Each
+The landmark model ships in ``face-recognition-models``, a dependency of every install: the
+prototype method reads each photo's own landmarks with it (``crop_landmarks``), and falls back
+to the category's mean shape only where the package is missing. At build time each
 crop's largest face found by dlib's HOG detector (not upsampled: UTKFace's 128 px chips hold
 faces of ~100 px) is given to the 68-point shape predictor; a crop where no face is found gets
 NaN landmarks and is counted by the caller.
@@ -31,9 +32,8 @@ def _models():
             import dlib
             import face_recognition_models
         except ImportError as error:
-            _MODELS["missing"] = (f"building age prototypes needs dlib's landmark model "
-                                  f"({error.name} is not installed): pip install "
-                                  '"age-cgan[eval]"')
+            _MODELS["missing"] = (f"dlib's landmark model is not installed ({error.name}): "
+                                  "pip install face-recognition-models dlib-bin")
             raise LandmarksUnavailable(_MODELS["missing"]) from None
         _MODELS["detector"] = dlib.get_frontal_face_detector()
         _MODELS["predictor"] = dlib.shape_predictor(
