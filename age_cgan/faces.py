@@ -40,8 +40,8 @@ refined) dlib's square box spans ``FACE_FRACTION`` = 0.895 of the chip's side on
 as a square of side box / 0.895 around the box centre moved by that offset: the margin and
 position of a training face. Parts of the crop outside the photo mirror the photo, blurred
 more with distance (``_padded``): no edge pixel repeats into streaks.
-There is no landmark alignment (dlib's landmark models are not in the wheel), so a tilted
-head stays tilted, unlike UTKFace's aligned chips.
+The crop is not rotated to level the eyes, so a tilted head stays tilted, unlike UTKFace's
+aligned chips; the prototype method reads the crop's own landmarks instead.
 """
 
 from __future__ import annotations
@@ -324,9 +324,9 @@ def _padded(pixels: np.ndarray, pads) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     outside = np.maximum.reduce([top - yy, yy - (height - 1 - bottom), left - xx,
                                  xx - (width - 1 - right), np.zeros_like(yy)]).astype(np.float32)
-    sigma = max(2.0, max(height, width) / 40.0)
+    sigma = max(2.0, max(height, width) / 25.0)
     soft = ndimage.gaussian_filter(mirrored, (sigma, sigma, 0), mode="reflect")
-    weight = np.clip(outside / (2.0 * sigma), 0.0, 1.0)[..., None]
+    weight = np.clip(outside / sigma, 0.0, 1.0)[..., None]
     return np.clip(np.rint(weight * soft + (1.0 - weight) * mirrored), 0, 255).astype(np.uint8)
 
 

@@ -13,9 +13,9 @@ source's mean shape (where this face's features are), at D px:
   low-pass lumas; its chroma (RGB minus luma) scaled by the ratio of the prototypes' chroma
   magnitudes ** ``saturation`` (greying hair, paler skin): the photo's own hues, so a grey
   photo stays grey and no tint is painted;
-* hair: towards 40+, pixels of the head outside the face (jaw line to hairline, from the
-  landmarks) that are darker than the face's skin move towards grey (``greying``, by the
-  ``GREYING`` schedule): aligned chips crop most hair away, so the averages hardly grey it.
+* hair: towards 40+, the photo's own hair (``aging.hair``: its colour sampled above the
+  hairline) greys towards white (``greying``, by the ``GREYING`` schedule): aligned chips crop
+  most hair away, so the averages hardly grey it.
   Off by default: on 100 validation faces at 128 px (on their landmarks) it left the
   in-target share as it was (42.8%) and raised the two-sample test from 51.8% to 54.1%;
 * shape: the result warped by a thin-plate spline that moves the source's mean landmarks
@@ -35,8 +35,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from age_cgan.aging.hair import grey_hair, hair_mask
 from age_cgan.prototypes import fields
 from age_cgan.prototypes.store import BAND_SIGMAS, IMAGE_SIDE, Prototypes
+from age_cgan.prototypes.textures import EYES, TextureBank, layout, relative_bands
 
 #: A band's texture factor stays in this range: a smooth face's noise is not made wrinkles.
 RATIO_RANGE = (0.4, 2.0)
@@ -48,19 +50,25 @@ COARSEST_CAP = 1.25
 #: How grey hair is at each category (0-18 ... 60+), a fraction of ``greying``: averages of
 #: aligned chips crop most hair away, so this schedule is set by hand, not measured.
 GREYING = (0.0, 0.0, 0.05, 0.2, 0.45, 1.0)
-#: The grey that greying hair moves towards (luma in [0, 1]).
-HAIR_GREY = 0.75
 #: How much of each band's prototype difference ``folds`` adds: the coarsest band's is the
 #: mean face's own shading (nose, cheekbones), which painted on a child reads as a mask.
 FOLD_WEIGHTS = (1.0, 1.0, 1.0, 0.25)
 #: The chroma's scale towards an older / a younger category stays in these ranges (grey stays
-#: grey: 0 x anything = 0); below ~0.55 skin turns grey-white.
-OLDER_SATURATION = (0.55, 1.0)
+#: grey: 0 x anything = 0); below ~0.7 skin turns grey-white, a ghost a viewer names.
+OLDER_SATURATION = (0.7, 1.0)
 YOUNGER_SATURATION = (0.8, 1.25)
 #: The shape warp never shrinks an area below this share of itself (folds smear features), nor
 #: moves a pixel more than this share of the crop's side.
 MIN_AREA = 0.6
 MAX_SHIFT = 0.04
+#: How much of a real older face's skin detail (``prototypes.textures``) a face at each category
+#: (0-18 ... 60+) carries, times ``real_texture``: a face aged from s to t takes that of t less s.
+REAL_TEXTURE = (0.0, 0.0, 0.0, 0.3, 0.5, 0.7)
+#: How much of each of the bank's bands (~1, 2, 4 px) is used: its creases (4 px) belong to
+#: another face's shape and, warped onto this one, read as swirls; its pores and fine lines do not.
+REAL_BANDS = (1.0, 1.0, 0.0)
+#: Where the real detail is added, this share of the photo's own detail gives way to it.
+REPLACE = 0.6
 #: The low-pass light's factor, which the chroma follows, stays in this range.
 LIGHT_RANGE = (0.6, 1.6)
 
@@ -77,6 +85,7 @@ class PrototypeStrengths:
     brightness: float = 0.0  # how much of the prototypes' overall brightness change is kept
     greying: float = 0.0  # how far dark hair turns grey (``GREYING`` of it per target; off)
     younger: float = 0.5  # the colour steps' scale towards a younger category, or from a child
+    real_texture: float = 1.0  # how much of a real older face's skin detail (``REAL_TEXTURE``)
     #: every part's scale per target category (empty: 1 for each)
     per_target: tuple = ()
 
@@ -103,6 +112,7 @@ class PrototypeAger:
         self.strengths = strengths or PrototypeStrengths()
         self._frames: OrderedDict = OrderedDict()
         self._keep = keep
+        self.bank = TextureBank.beside(getattr(prototypes, "path", None))
 
     def age(self, face: np.ndarray, source: int, targets, strength: float = 1.0,
             points: np.ndarray | None = None) -> np.ndarray:
@@ -118,24 +128,52 @@ class PrototypeAger:
         if points is not None and np.isfinite(points).all():
             into = fields.displacement(own, points, side)
             frame = {k: _warp_stack(v, into) for k, v in frame.items()}
+            frame["valid"] = fields.fold_free(into)
             frame["face"] = frame["face"] / frame["face"].sum()
             own = np.asarray(points, np.float32)
         luma, chroma = fields.split_luma(face.astype(np.float32) / 255.0)
         parts = fields.bands(luma, _sigmas(side))
         s = self.strengths.scaled(float(strength))
-        if s.greying:  # where the hair is, and how light this face's skin is
-            hull = _face_hull(own, side)
-            inside = hull > 0.5
-            frame = dict(frame, hair=frame["head"] * (1.0 - hull),
-                         skin=float(np.median(luma[inside])) if inside.any() else 0.5)
+        if s.greying:  # where this photo's hair is (none found: nothing greys)
+            frame = dict(frame, hair=hair_mask(face.astype(np.float32) / 255.0, own))
+        if self.bank is not None and s.real_texture:
+            frame = dict(frame, real=self._real_detail(luma, own, side))
         out = []
         for t in targets:
             t = int(t)
             if t == source:
                 out.append(face.copy())
                 continue
-            out.append(_to_uint8(self._one(parts, chroma, frame, own, int(source), t, s)))
+            aged = self._one(parts, chroma, frame, own, int(source), t, s)
+            if "valid" in frame:  # where the prototypes' fields could not follow the landmarks
+                aged = frame["valid"][..., None] * aged + (1 - frame["valid"][..., None]) * (
+                    face.astype(np.float32) / 255.0)
+            out.append(_to_uint8(aged))
         return np.stack(out)
+
+    def _real_detail(self, luma: np.ndarray, own: np.ndarray, side: int) -> dict:
+        """What adding a real older face's detail needs: this face's skin mask, low-pass light
+        and texture layout, and the way from the bank's frame onto its landmarks."""
+        into = fields.displacement(self.prototypes.reference_shape, own, side)
+        mask = fields.skin_mask(own, side, EYES) * fields.fold_free(into)
+        light = np.maximum(fields.local_mean(luma, BAND_SIGMAS[3] * side / IMAGE_SIDE), 0.2)
+        return {"mask": mask, "light": light,
+                "layout": layout(np.stack(relative_bands(luma, side)), mask), "into": into}
+
+    def _add_real_detail(self, new: list, real: dict, source: int, target: int,
+                         s: PrototypeStrengths) -> None:
+        """Blend the detail of the bank's face of ``target`` nearest this one over ``new``'s
+        finest bands, on the skin, by the schedule's step from ``source`` to ``target``."""
+        weight = s.real_texture * max(REAL_TEXTURE[target] - REAL_TEXTURE[source], 0.0)
+        detail = self.bank.pick(target, real["layout"]) if weight > 0 else None
+        if detail is None:
+            return
+        side = len(real["mask"])
+        w = np.clip(weight * real["mask"], 0.0, 1.0)
+        for k, share in enumerate(REAL_BANDS):
+            if share:
+                theirs = fields.warp(fields.resize(detail[k], side), real["into"]) * real["light"]
+                new[k] = new[k] * (1.0 - REPLACE * share * w) + share * w * theirs
 
     def _one(self, parts, chroma, frame, own, source: int, target: int,
              s: PrototypeStrengths):
@@ -154,6 +192,8 @@ class PrototypeAger:
                 ratio = np.clip(ratio, 1.0 / COARSEST_CAP, COARSEST_CAP)
             new.append(band * ratio + s.folds * FOLD_WEIGHTS[k] * (frame["bands"][target, k]
                                                                    - frame["bands"][source, k]))
+        if "real" in frame and target > source:
+            self._add_real_detail(new, frame["real"], source, target, s)
         shading = frame["bands"][target, -1] - frame["bands"][source, -1]
         shading = shading - (1.0 - s.brightness) * np.sum(shading * frame["face"])
         # relative to the prototype's own light, so that a dark face is shaded as much as a
@@ -173,11 +213,8 @@ class PrototypeAger:
         saturation = light * saturation
         image = (low + sum(new))[..., None] + chroma * saturation[..., None]
         if s.greying and target > source:
-            grey = s.greying * max(GREYING[target] - GREYING[source], 0.0) * frame["hair"]
-            luma = image @ fields.LUMA
-            dark = np.clip((frame["skin"] - luma) / 0.15, 0.0, 1.0)  # hair darker than skin
-            g = np.clip(grey * dark, 0.0, 1.0)[..., None]
-            image = (1 - g) * image + g * (luma + 0.55 * (HAIR_GREY - luma))[..., None]
+            image = grey_hair(image, frame["hair"],
+                              s.greying * max(GREYING[target] - GREYING[source], 0.0))
         if s.shape:
             points = self.prototypes.shape
             moved = own + s.shape * (points[target] - points[source])
@@ -231,19 +268,6 @@ def _face_weights(points: np.ndarray, side: int) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
-def _face_hull(points: np.ndarray, side: int) -> np.ndarray:
-    """(side, side) in [0, 1]: the face inside its jaw line and up to the hairline (the brows
-    raised by half the brow-to-nose-tip height), softened at the edge."""
-    from PIL import Image, ImageDraw
-
-    points = np.asarray(points, np.float32)
-    lift = 0.5 * (points[33, 1] - points[17:27, 1].mean())
-    outline = np.concatenate([points[0:17], points[26:16:-1] - [0.0, lift]]) * side
-    mask = Image.new("F", (side, side), 0.0)
-    ImageDraw.Draw(mask).polygon([tuple(p) for p in outline.tolist()], fill=1.0)
-    return fields.local_mean(np.asarray(mask), side / 40.0)
-
-
 def _head_mask(points: np.ndarray, side: int) -> np.ndarray:
     """(side, side) in [0, 1]: 1 over the face and the hair above and beside it, fading to 0
     towards the background, where a difference of averages is the photos', not the age's."""
@@ -259,7 +283,7 @@ def _head_mask(points: np.ndarray, side: int) -> np.ndarray:
 def _warp_mask(points: np.ndarray, side: int) -> np.ndarray:
     """(side, side) in [0, 1]: 1 over the face's landmarks, falling smoothly to 0 at about a
     third of the face's width outside them (hair, ears, neck and background keep still)."""
-    hull = _face_hull(points, side)
+    hull = fields.face_hull(points, side)
     return np.clip(fields.local_mean((hull > 0.5).astype(np.float32), side / 12.0) * 2.0,
                    0.0, 1.0).astype(np.float32)
 

@@ -6,6 +6,7 @@ age_cgan/pretrained/lite/config.json         the run's settings (architecture, a
 age_cgan/pretrained/lite/models/*.keras      encoder, generator (Age-cGAN), age estimator and
                                              aging network, safe_mode
 age_cgan/pretrained/lite/prototypes.npz      the age prototypes (the default method, prototype)
+age_cgan/pretrained/lite/textures.npz        real older faces' skin detail the method adds at 40+
 age_cgan/pretrained/lite/SHA256SUMS          one "sha256  relative/path" line per file
 age_cgan/pretrained/lite/MODEL_CARD.md       data, licence, training command, wall time, figures
 ```
@@ -160,10 +161,12 @@ def package_run(run, out, method: str, strength: float = 1.0, leave_out=()) -> P
         with atomic_path(out / "models" / f"{network}.keras", f"the packaged {network}") as tmp:
             shutil.copyfile(source, tmp)
         names.append(f"models/{network}.keras")
-    if (run / "prototypes.npz").is_file():  # the age prototypes (the recipe's last step)
-        with atomic_path(out / "prototypes.npz", "the packaged age prototypes") as tmp:
-            shutil.copyfile(run / "prototypes.npz", tmp)
-        names.append("prototypes.npz")
+    for name, what in (("prototypes.npz", "the packaged age prototypes"),  # the recipe's
+                       ("textures.npz", "the packaged texture bank")):  # last steps
+        if (run / name).is_file():
+            with atomic_path(out / name, what) as tmp:
+                shutil.copyfile(run / name, tmp)
+            names.append(name)
     for stale in (out / "models").glob("*.keras"):
         if f"models/{stale.name}" not in names:
             stale.unlink()

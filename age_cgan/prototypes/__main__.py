@@ -31,6 +31,10 @@ def parser() -> argparse.ArgumentParser:
                    "are refused before any work")
     b.add_argument("out", help="the file to write, e.g. RUN/prototypes.npz: never inside "
                    "DATA, and an existing file only with --overwrite")
+    b.add_argument("--no-textures", action="store_true",
+                   help="do not write textures.npz beside OUT (the skin detail of a few real "
+                   "older training faces, which the method adds at 40+; written when DATA is a "
+                   "prepared folder with a manifest.csv)")
     b.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it exists (default: refuse, before any work)")
     b.add_argument("--age-bins", default=None, help="age categories (default: the paper's six)")
@@ -55,6 +59,10 @@ def out_problem(data, out, overwrite: bool) -> str | None:
                 "elsewhere, e.g. RUN/prototypes.npz (nothing is ever written into DATA)")
     if out.exists() and not overwrite:
         return f"OUT {out} exists: pass --overwrite to replace it, or choose another OUT"
+    bank = out.with_name("textures.npz")
+    if bank.exists() and not overwrite and (folder / "manifest.csv").is_file():
+        return (f"{bank} exists beside OUT (the texture bank written with the prototypes): "
+                "pass --overwrite to replace both, or choose another folder for OUT")
     problem = writable_problem(out)
     return problem and f"cannot write OUT: {problem}"
 
@@ -80,6 +88,7 @@ def main(argv=None) -> int:
     from age_cgan.errors import AgeCganError
     from age_cgan.prototypes.build import build_prototypes, check_prototype_faces
     from age_cgan.prototypes.store import IMAGE_SIDE
+    from age_cgan.prototypes.textures import build_beside
 
     start = time.perf_counter()
     try:
@@ -87,13 +96,15 @@ def main(argv=None) -> int:
         dataset = load_dataset(args.data, IMAGE_SIDE, args.age_bins, progress=args.progress)
         prototypes = build_prototypes(dataset, workers=args.workers, progress=args.progress)
         path = prototypes.save(args.out)
+        bank = None if args.no_textures else build_beside(path, args.data, args.progress)
     except (AgeCganError, ValueError, FileNotFoundError) as error:
         words = error.words(_words) if isinstance(error, AgeCganError) else str(error)
         print(f"error: {words}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{k} {v}" for k, v in prototypes.meta["faces"].items())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
-          f"{time.perf_counter() - start:.0f} s: {counts}")
+          f"{time.perf_counter() - start:.0f} s: {counts}"
+          + (f"; and beside it {bank.name}, the skin detail of older faces" if bank else ""))
     return 0
 
 

@@ -61,6 +61,37 @@ def resize(field: np.ndarray, side: int) -> np.ndarray:
     return np.stack([resize(field[..., k], side) for k in range(field.shape[-1])], axis=-1)
 
 
+def face_hull(points: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) in [0, 1]: the face inside its jaw line and up to the hairline (the brows
+    raised by half the brow-to-nose-tip height), softened at the edge."""
+    from PIL import Image, ImageDraw
+
+    points = np.asarray(points, np.float32)
+    lift = 0.5 * (points[33, 1] - points[17:27, 1].mean())
+    outline = np.concatenate([points[0:17], points[26:16:-1] - [0.0, lift]]) * side
+    mask = Image.new("F", (side, side), 0.0)
+    ImageDraw.Draw(mask).polygon([tuple(p) for p in outline.tolist()], fill=1.0)
+    return local_mean(np.asarray(mask), side / 40.0)
+
+
+def skin_mask(points: np.ndarray, side: int, eyes: float = 1.9) -> np.ndarray:
+    """(side, side) in [0, 1]: the face's skin, inside its outline (``face_hull``) less the
+    eyes, brows, lips and nostrils (each an ellipse around its 68-point landmarks, enlarged;
+    the eyes ``eyes`` times), with soft edges: where wrinkles and pores are, not the features."""
+    from PIL import Image, ImageDraw
+
+    points = np.asarray(points, np.float32) * side
+    mask = Image.new("F", (side, side), 0.0)
+    draw = ImageDraw.Draw(mask)
+    for part, grow in ((slice(36, 42), eyes), (slice(42, 48), eyes), (slice(17, 22), 1.5),
+                       (slice(22, 27), 1.5), (slice(48, 60), 1.35), (slice(31, 36), 1.6)):
+        centre = points[part].mean(0)
+        half = np.maximum((points[part].max(0) - points[part].min(0)) / 2 * grow, side / 60)
+        draw.ellipse([tuple(centre - half), tuple(centre + half)], fill=1.0)
+    features = local_mean(np.asarray(mask), side / 64.0)
+    return np.clip(face_hull(points / side, side) - 1.5 * features, 0.0, 1.0).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- warps
 
 
@@ -103,6 +134,19 @@ def warp(image: np.ndarray, field: np.ndarray, order: int = 1) -> np.ndarray:
         return ndimage.map_coordinates(image, coords, order=order, mode="nearest")
     return np.stack([ndimage.map_coordinates(image[..., k], coords, order=order, mode="nearest")
                      for k in range(image.shape[-1])], axis=-1)
+
+
+def fold_free(field: np.ndarray, low: float = 0.5, high: float = 2.0) -> np.ndarray:
+    """(H, W) in [0, 1]: 1 where the mapping x -> x + field (H, W, 2) keeps areas within
+    [low, high] times their size, falling to 0 where it folds or stretches beyond (a spline
+    through the landmarks of a turned head extrapolates there: what it carries is noise)."""
+    field = np.asarray(field, np.float32)
+    dxy, dxx = np.gradient(field[..., 0])
+    dyy, dyx = np.gradient(field[..., 1])
+    det = (1 + dxx) * (1 + dyy) - dxy * dyx
+    ok = np.clip(np.minimum((det - low * 0.5) / (low * 0.5), (2 * high - det) / high), 0.0, 1.0)
+    ok = np.minimum(ok, local_mean(ok, max(1.0, field.shape[0] / 32.0)))  # no stray islands
+    return ok.astype(np.float32)
 
 
 def folding_safe(field: np.ndarray, min_det: float = 0.5, max_shift: float = 0.04) -> np.ndarray:

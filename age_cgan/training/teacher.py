@@ -80,6 +80,9 @@ def run_prototypes(config, run, progress: bool = True) -> Path:
                                f"be built from {prototype_source(config)}: {error}; train "
                                f"without them with {setting('aging_pair_weight')} 0") from None
         prototypes.save(path)
+        from age_cgan.prototypes.textures import build_beside
+
+        build_beside(path, prototype_source(config), progress)  # real older skin detail
     return path
 
 
