@@ -32,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="tools/viewer_pairs.py", description=__doc__,
                                 formatter_class=DocstringHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{make,score}",
+                           help="make: age photos and lay out the sheets and the key; score: "
+                           "count a viewer's answers against the key")
     make = sub.add_parser("make", help="age photos and write the sheets and the key")
     make.add_argument("photos", type=Path, help="a folder of labelled photos")
     make.add_argument("--target", required=True, help="the age category of every pair, e.g. 60+")
@@ -55,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
 
 def make(args) -> int:
     from age_cgan.aging import AgingModels
-    from age_cgan.evaluation.photos import age_photos, photo_rows
+    from age_cgan.evaluation.photos import age_photos, photo_rows, use_prototype_strengths
     from age_cgan.evaluation.viewer import PAIRS_PER_SHEET, draw_pairs, sheet, write_key
     from age_cgan.faces import find_faces
     from age_cgan.visualize import save_png
@@ -68,11 +70,7 @@ def make(args) -> int:
         raise SystemExit("viewer_pairs.py: --pairs must be at least 1")
     models = AgingModels.from_run(verified_run(args.model))
     if args.prototype_strengths:
-        import dataclasses
-
-        models.prototype_strengths = dataclasses.replace(models.prototype_strengths,
-                                                         **json.loads(args.prototype_strengths))
-        models._prototype_ager = None  # made again with these strengths
+        use_prototype_strengths(models, json.loads(args.prototype_strengths))
     bins = models.bins
     if args.target not in bins.labels:
         raise SystemExit(f"viewer_pairs.py: --target {args.target} is not one of this model's "

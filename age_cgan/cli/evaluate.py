@@ -45,6 +45,17 @@ def parser() -> argparse.ArgumentParser:
         "file (no network needed).",
         formatter_class=HelpFormatter,
     )
+    p.add_argument("--photos", metavar="DIR", help="judge the user's path instead: photos "
+                   "at their own size (UTKFace names or a manifest.csv with filename, age, "
+                   "gender) aged as infer.py ages them (detection, the crop, the guessed own "
+                   "age, the method at the crop's size), with a two-sample test at 160 px whose "
+                   "power on known-bad controls is shown first; writes photos.json and "
+                   "photos.md to --out (default: eval_photos). --run or the shipped model")
+    p.add_argument("--use", help="--photos: only the manifest's rows of this use (choose: for "
+                   "settings; report: for figures)")
+    p.add_argument("--prototype-strengths", metavar="JSON", help="--photos: the prototype "
+                   "method's parts instead of the model's, e.g. '{\"colour\": 1.0}' (to try "
+                   "settings on the 'choose' photos)")
     p.add_argument("--run", default=None, help="the run folder train.py wrote (default: "
                    f"{DEFAULT_RUN}; optional with --judge: its FR provenance and out folder)")
     mode = p.add_mutually_exclusive_group()
@@ -221,6 +232,27 @@ def _export(args, settings) -> int:
     return 0
 
 
+def _photos(args) -> int:
+    """``--photos DIR``: the user's path, judged (``evaluation.photo_report``)."""
+    from age_cgan.evaluation.photo_report import evaluate_photos
+
+    methods = None if args.methods == "all" else args.methods.split(",")
+    try:
+        import json
+
+        results = evaluate_photos(args.run, args.photos, args.out or "eval_photos", methods,
+                                  args.use, args.limit, args.realism_seeds, args.strength,
+                                  args.seed, args.progress,
+                                  json.loads(args.prototype_strengths or "{}"))
+    except (AgeCganError, OSError, ValueError) as error:
+        print(f"evaluate.py: error: {cli_message(error)}", file=sys.stderr)
+        return 1
+    from age_cgan.evaluation.photo_report import markdown
+
+    print(markdown(results))
+    return 0
+
+
 def _dataset(args):
     if not args.data:
         return None
@@ -242,6 +274,8 @@ def main(argv=None) -> int:
     if args.judge and args.side:
         parser().error("--side sets the faces that are made: use it without --judge (the "
                        "faces file has its own)")
+    if args.photos:
+        return _photos(args)
     if not args.judge and args.run is None:
         args.run = DEFAULT_RUN
     problem = _output_problem(args) or (args.judge and _faces_file_problem(args.judge))

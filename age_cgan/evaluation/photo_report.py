@@ -18,7 +18,8 @@ from age_cgan.evaluation import photos as P
 
 
 def evaluate_photos(model, folder, out, methods=None, use=None, limit=None, seeds: int = 3,
-                    strength=None, seed: int = 0, progress: bool = True) -> dict:
+                    strength=None, seed: int = 0, progress: bool = True,
+                    prototype_strengths: dict | None = None) -> dict:
     """Judge ``methods`` (default: the model's own) on the photos of ``folder`` (``use``: the
     manifest's rows of that use; ``limit``: a seeded sample of that many). Returns the results
     and writes ``out``/photos.json and photos.md."""
@@ -29,12 +30,14 @@ def evaluate_photos(model, folder, out, methods=None, use=None, limit=None, seed
     verifier, estimator = FaceVerifier(), AgeEstimator()  # a missing extra fails first
     models = AgingModels.from_run(verified_run(model) if model is None or
                                   Path(model, "SHA256SUMS").exists() else model)
+    P.use_prototype_strengths(models, prototype_strengths)
     rows = P.photo_rows(folder, use)
     if limit and limit < len(rows):
         keep = np.random.default_rng([seed, 37]).permutation(len(rows))[:limit]
         rows = [rows[i] for i in sorted(keep)]
     methods = list(methods or [models.default_method()[0]])
     results = {"photos": str(folder), "use": use, "count": len(rows), "methods": {},
+               "prototype_strengths": prototype_strengths or None,
                "seeds": seeds, "power_goal": P.POWER}
     controls_done = False
     for method in methods:
@@ -63,6 +66,8 @@ def markdown(results: dict) -> str:
     """The report: one row per method (mean over targets), then per target."""
     lines = [f"# The user's path: {results['count']} photos of {results['photos']}"
              + (f" ({results['use']})" if results.get("use") else ""), ""]
+    if results.get("prototype_strengths"):
+        lines += [f"Prototype strengths changed: {results['prototype_strengths']}", ""]
     if "controls" in results:
         lines += ["Power of the photo two-sample test (known-bad faces told from real ones; a "
                   f"verdict counts where each is >= {results['power_goal']:.0%}):", ""]

@@ -97,6 +97,16 @@ class AgedPhotos:
         return inputs, aged
 
 
+def use_prototype_strengths(models, overrides: dict | None) -> None:
+    """Age by the prototype method with ``overrides`` of the model's ``prototype_strengths``
+    (e.g. {"colour": 1.0}: settings tried on the photos of the ``choose`` use)."""
+    import dataclasses
+
+    if overrides:
+        models.prototype_strengths = dataclasses.replace(models.prototype_strengths, **overrides)
+        models._prototype_ager = None  # made again with these strengths at the next face
+
+
 def age_photos(models, rows, method: str, strength: float | None = None,
                progress: bool = True) -> AgedPhotos:
     """Age each photo of ``rows`` to every category as ``infer.py`` does (the largest face)."""
@@ -168,7 +178,7 @@ def age_features(models, faces: np.ndarray, batch_size: int = 64) -> np.ndarray:
     from age_cgan.data import normalize
 
     estimator = models.need("age_estimator")
-    trunk = keras.Model(estimator.inputs, estimator.get_layer("pool").output)
+    trunk = keras.Model(estimator.inputs[0], estimator.get_layer("pool").output)
     side = estimator.input_shape[1]
     small = normalize(resize_faces(faces, side))
     return np.concatenate([keras.ops.convert_to_numpy(trunk(small[i:i + batch_size],
