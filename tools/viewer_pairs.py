@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+#: Pairs drawn beyond --pairs, used where a photo of a pair yields no face.
+SPARE = 8
 sys.path.insert(0, str(REPO))
 
 
@@ -59,7 +61,8 @@ def make(args) -> int:
     from age_cgan.aging import AgingModels
     from age_cgan.evaluation.photos import age_photos, photo_rows, use_prototype_strengths
     from age_cgan.evaluation.viewer import PAIRS_PER_SHEET, draw_pairs, sheet, write_key
-    from age_cgan.faces import find_faces
+    from age_cgan.evaluation.viewer import ViewerError
+    from age_cgan.faces import PhotoError, find_faces
     from age_cgan.visualize import save_png
     from age_cgan.pretrained import verified_run
 
@@ -77,19 +80,26 @@ def make(args) -> int:
                          f"categories ({', '.join(bins.labels)})")
     target = bins.labels.index(args.target)
     method = args.method or models.default_method()[0]
-    pairs = draw_pairs(photo_rows(args.photos, args.use), bins, target, args.pairs, args.seed)
+    rows = photo_rows(args.photos, args.use)
+    try:  # a few spare pairs, for photos in which no face is found
+        pairs = draw_pairs(rows, bins, target, args.pairs + SPARE, args.seed)
+    except ViewerError:
+        pairs = draw_pairs(rows, bins, target, args.pairs, args.seed)
     aged = age_photos(models, [p[0] for p in pairs], method, args.strength)
     if aged.failures:
-        print(f"viewer_pairs.py: no face found in {len(aged.failures)} photos, left out",
+        print(f"viewer_pairs.py: no face found in {len(aged.failures)} photos to age, left out",
               file=sys.stderr)
     aged_by_path = {path: crops[target] for path, crops in zip(aged.paths, aged.aged)}
     rng = np.random.default_rng([args.seed, 31])
     faces, key = [], {"target": args.target, "method": method, "strength": args.strength,
                       "real_side": {}, "pairs": {}}
     for source, real in pairs:
-        if str(source.path) not in aged_by_path:
+        if len(faces) == args.pairs or str(source.path) not in aged_by_path:
             continue
-        real_face = find_faces(real.path, models.image_size, all_faces=False)[0].detail
+        try:
+            real_face = find_faces(real.path, models.image_size, all_faces=False)[0].detail
+        except PhotoError:
+            continue
         number = len(faces) + 1
         side = "A" if rng.random() < 0.5 else "B"
         two = (real_face, aged_by_path[str(source.path)])
@@ -102,6 +112,9 @@ def make(args) -> int:
         save_png(sheet(faces[first:first + PAIRS_PER_SHEET], first + 1),
                  args.out / "sheets" / f"sheet_{first // PAIRS_PER_SHEET + 1:02d}.png", "a sheet")
     write_key(args.out / "key.json", key)
+    if len(faces) < args.pairs:
+        print(f"viewer_pairs.py: only {len(faces)} of the {args.pairs} pairs asked for have a face "
+              "found on both sides", file=sys.stderr)
     print(f"{len(faces)} pairs at {args.target} ({method}) on "
           f"{-(-len(faces) // PAIRS_PER_SHEET)} sheets in {args.out / 'sheets'}; key: "
           f"{args.out / 'key.json'} (keep it from the viewer)")
