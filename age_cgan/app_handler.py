@@ -274,6 +274,9 @@ class AgingApp:
                  if aged.source_confidence is not None else "")
         message = (f"Aged {which} with method **{aged.optimize}** in {seconds:.1f} s; "
                    f"the photo looks **{aged.source_label}** to the model{looks}.")
+        if aged.landmarks == "mean shape":
+            message += (" The face's own landmarks could not be read (dlib's landmark model is "
+                        "missing), so the ages are placed where an average face's features are.")
         if len(faces) > 1:
             message += " Pick another face under *Face* and press the button again."
         if not self.judged:

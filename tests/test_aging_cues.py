@@ -138,3 +138,23 @@ def test_hair_is_found_by_its_colour_and_strands_and_greys_without_a_tint():
     assert np.allclose(greyed[mask == 0], image[mask == 0], atol=1e-5)  # nothing else moves
     bald = np.full_like(image, 0.7)
     assert hair_mask(bald, points).max() == 0.0  # no hair above the brows: none greys
+
+
+def test_a_face_without_landmarks_is_still_aged_and_says_how(monkeypatch):
+    from PIL import Image
+
+    from age_cgan.aging import AgingModels
+    from age_cgan.faces import find_faces
+    from age_cgan.pretrained import verified_run
+    from age_cgan.prototypes import landmarks
+
+    models = AgingModels.from_run(verified_run())
+    face = find_faces(Image.open(REPO / "age_cgan" / "examples" / "astronaut.jpg"), 64,
+                      all_faces=False)[0]
+    own = models.age(face.image, "prototype", progress=False, detail=face.detail)
+    assert own.record()["landmarks"] == "own"
+    monkeypatch.setitem(landmarks._MODELS, "missing", "dlib's landmark model is not installed")
+    mean = models.age(face.image, "prototype", progress=False, detail=face.detail)
+    assert mean.record()["landmarks"] == "mean shape"
+    assert mean.aged_detail.shape == own.aged_detail.shape
+    assert np.abs(mean.aged_detail.astype(int) - face.detail).mean() > 1  # aged all the same

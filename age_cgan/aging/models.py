@@ -412,12 +412,14 @@ class AgingModels:
         details = {}
         if optimize == "prototype":
             crop = face if detail is None else detail
+            points = crop_landmarks(crop)  # None: the category's mean shape stands in
             photo_at = self.need_prototypes().age(crop, source, [source] + categories, strength,
-                                                  crop_landmarks(crop))
+                                                  points)
             images = photo_at if detail is None else resize_faces(photo_at, self.image_size)
+            details = {"landmarks": "own" if points is not None else "mean shape"}
             if detail is not None:
-                details = {"detail": detail, "aged_detail": photo_at[1:],
-                           "reconstruction_detail": photo_at[0]}
+                details.update(detail=detail, aged_detail=photo_at[1:],
+                               reconstruction_detail=photo_at[0])
         elif optimize in CHANGE_METHODS:
             # an aging network of another side reads the sharper detail (resized to its side)
             seen = detail if optimize == "network" and detail is not None and self.need(

@@ -43,6 +43,9 @@ class AgedFace:
     detail: np.ndarray | None = None  # (D, D, 3) the input crop at its own size
     aged_detail: np.ndarray | None = None  # (n, D, D, 3)
     reconstruction_detail: np.ndarray | None = None
+    #: the prototype method's landmarks: "own" (dlib's, on this face), "mean shape" (the
+    #: category's average, where dlib's landmark model is missing); None for other methods
+    landmarks: str | None = None
 
     @property
     def z_distance(self) -> float | None:
@@ -71,6 +74,7 @@ class AgedFace:
             "z0_distance": None if distance is None else round(distance, 4),
             "seconds": round(self.seconds, 3),
             "detail_side": None if self.detail is None else int(self.detail.shape[0]),
+            "landmarks": self.landmarks,
         }
 
 
