@@ -69,8 +69,6 @@ REAL_TEXTURE = (0.0, 0.0, 0.0, 0.3, 0.5, 0.7)
 REAL_BANDS = (1.0, 1.0, 0.0)
 #: Where the real detail is added, this share of the photo's own detail gives way to it.
 REPLACE = 0.6
-#: How much of the light change is kept off the eyes, brows and lips (softly: sigma 1/30 side).
-FEATURE_LIGHT = 0.8
 #: The low-pass light's factor, which the chroma follows, stays in this range.
 LIGHT_RANGE = (0.6, 1.6)
 
@@ -135,10 +133,6 @@ class PrototypeAger:
             own = np.asarray(points, np.float32)
         luma, chroma = fields.split_luma(face.astype(np.float32) / 255.0)
         parts = fields.bands(luma, _sigmas(side))
-        # an average face's eyes and lips, added or taken away, ghost and smear the photo's own
-        skin = fields.skin_mask(own, side)
-        features = fields.local_mean(fields.face_hull(own, side) - skin, side / 30.0)
-        frame = dict(frame, skin=skin, features=np.clip(features * 1.5, 0.0, 1.0))
         s = self.strengths.scaled(float(strength))
         if s.greying:  # where this photo's hair is (none found: nothing greys)
             frame = dict(frame, hair=hair_mask(face.astype(np.float32) / 255.0, own))
@@ -196,10 +190,8 @@ class PrototypeAger:
                 ratio = np.minimum(ratio, FINEST_CAP)
             elif k == len(parts) - 2:  # the face's large shading: a change of light, not of skin
                 ratio = np.clip(ratio, 1.0 / COARSEST_CAP, COARSEST_CAP)
-            if k < len(parts) - 2:  # detail changes on the skin; the eyes, brows and lips
-                ratio = 1.0 + (ratio - 1.0) * frame["skin"]  # keep their own sharp edges
-            folds = frame["bands"][target, k] - frame["bands"][source, k]
-            new.append(band * ratio + s.folds * FOLD_WEIGHTS[k] * folds * frame["skin"])
+            new.append(band * ratio + s.folds * FOLD_WEIGHTS[k] * (frame["bands"][target, k]
+                                                                   - frame["bands"][source, k]))
         if "real" in frame and target > source:
             self._add_real_detail(new, frame["real"], source, target, s)
         shading = frame["bands"][target, -1] - frame["bands"][source, -1]
@@ -207,9 +199,7 @@ class PrototypeAger:
         # relative to the prototype's own light, so that a dark face is shaded as much as a
         # light one in proportion, not blackened
         relative = shading / np.maximum(frame["bands"][source, -1], 0.35)
-        # the average's dark eye sockets and lips, moved onto this face's, read as bruises
-        where = frame["head"] * (1.0 - FEATURE_LIGHT * frame["features"])
-        low = parts[-1] * (1.0 + np.clip(s.colour * colour_scale * relative * where,
+        low = parts[-1] * (1.0 + np.clip(s.colour * colour_scale * relative * frame["head"],
                                          LIGHT_RANGE[0] - 1.0, LIGHT_RANGE[1] - 1.0))
         # chroma follows the light, so that darker skin is not redder (a colour's saturation
         # is its chroma over its light)
