@@ -83,14 +83,9 @@ def hair_mask(image: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _below_hairline(points: np.ndarray, side: int) -> np.ndarray:
     """(side, side) in [0, 1]: the face inside its jaw line, up to the brows raised by the
     brow-to-eye height (a low hairline; above it, only hair-coloured pixels with strands grey)."""
-    from PIL import Image, ImageDraw
-
     p = np.asarray(points, np.float32)
     gap = max(float(p[36:48, 1].mean() - p[17:27, 1].mean()), 1.0 / 40.0)
-    outline = np.concatenate([p[0:17], p[26:16:-1] - [0.0, gap]]) * side
-    mask = Image.new("F", (side, side), 0.0)
-    ImageDraw.Draw(mask).polygon([tuple(q) for q in outline.tolist()], fill=1.0)
-    return fields.local_mean(np.asarray(mask), side / 60.0)
+    return fields.face_hull(p, side, lift=gap, soften=60.0)
 
 
 def _head(points: np.ndarray, side: int) -> np.ndarray:

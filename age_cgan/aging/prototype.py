@@ -6,7 +6,8 @@ source's mean shape (where this face's features are), at D px:
 
 * texture: each band k of the face's luma (Gaussian differences, ``BAND_SIGMAS`` scaled to D)
   times (M_t,k / M_s,k) ** texture, the ratio of the prototypes' local band magnitudes (clipped
-  to ``RATIO_RANGE``; the finest band is never amplified, so JPEG grain and noise are not), plus
+  to ``RATIO_RANGE``; the finest band at most ``FINEST_CAP`` times, so JPEG grain and noise
+  are not made wrinkles), plus
   ``folds`` times the difference of the prototypes' own bands (creases that sit where averages
   put them);
 * colour: the face's low-pass luma plus ``colour`` times the difference of the prototypes'
@@ -16,16 +17,17 @@ source's mean shape (where this face's features are), at D px:
 * hair: towards 40+, the photo's own hair (``aging.hair``: its colour sampled above the
   hairline) greys towards white (``greying``, by the ``GREYING`` schedule): aligned chips crop
   most hair away, so the averages hardly grey it.
-  Off by default: on 100 validation faces at 128 px (on their landmarks) it left the
-  in-target share as it was (42.8%) and raised the two-sample test from 51.8% to 54.1%;
+  Off unless set; the shipped model greys at 1 (chosen on the user's path, where a viewer
+  named the missing white hair first);
 * shape: the result warped by a thin-plate spline that moves the source's mean landmarks
   ``shape`` of the way to the target's.
 
 Towards a younger category the same steps smooth the skin (ratios below 1) and soften folds;
 ``younger`` scales the colour steps there and from a child's photo, so that children's pale,
-large-eyed averages neither whiten faces nor blacken eyes. Strengths (``PrototypeStrengths``)
-were chosen on 100 validation faces at 128 px (``tools/choose_prototype_strengths.py``): the
-strongest folds that kept the same person >= 90% and the two-sample test <= 60%.
+large-eyed averages neither whiten faces nor blacken eyes. The shipped model's strengths (its
+``prototype_strengths``) were chosen on photos taken the way ``infer.py`` takes them
+(``evaluate.py --photos ... --use choose``): the strongest that kept every target >= 90% the
+same person.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from age_cgan.prototypes.textures import EYES, TextureBank, layout, relative_ban
 
 #: A band's texture factor stays in this range: a smooth face's noise is not made wrinkles.
 RATIO_RANGE = (0.4, 2.0)
-#: The finest band (~1 px at 128 px) is never amplified: there live JPEG grain and sensor noise.
+#: The finest band (~1 px at 128 px) is amplified at most this much: there live JPEG grain and
+#: sensor noise.
 FINEST_CAP = 1.4
 #: The coarsest band's ratio (~8 px at 128 px: the face's own light and shade) stays within
 #: [1 / cap, cap], so that a bright face is not bleached nor a dark one blackened.
@@ -131,11 +134,12 @@ class PrototypeAger:
             frame["valid"] = fields.fold_free(into)
             frame["face"] = frame["face"] / frame["face"].sum()
             own = np.asarray(points, np.float32)
-        luma, chroma = fields.split_luma(face.astype(np.float32) / 255.0)
+        photo = face.astype(np.float32) / 255.0
+        luma, chroma = fields.split_luma(photo)
         parts = fields.bands(luma, _sigmas(side))
         s = self.strengths.scaled(float(strength))
         if s.greying:  # where this photo's hair is (none found: nothing greys)
-            frame = dict(frame, hair=hair_mask(face.astype(np.float32) / 255.0, own))
+            frame = dict(frame, hair=hair_mask(photo, own))
         if self.bank is not None and s.real_texture:
             frame = dict(frame, real=self._real_detail(luma, own, side))
         out = []
@@ -146,8 +150,8 @@ class PrototypeAger:
                 continue
             aged = self._one(parts, chroma, frame, own, int(source), t, s)
             if "valid" in frame:  # where the prototypes' fields could not follow the landmarks
-                aged = frame["valid"][..., None] * aged + (1 - frame["valid"][..., None]) * (
-                    face.astype(np.float32) / 255.0)
+                valid = frame["valid"][..., None]
+                aged = valid * aged + (1 - valid) * photo
             out.append(_to_uint8(aged))
         return np.stack(out)
 

@@ -61,17 +61,20 @@ def resize(field: np.ndarray, side: int) -> np.ndarray:
     return np.stack([resize(field[..., k], side) for k in range(field.shape[-1])], axis=-1)
 
 
-def face_hull(points: np.ndarray, side: int) -> np.ndarray:
+def face_hull(points: np.ndarray, side: int, lift: float | None = None,
+              soften: float = 40.0) -> np.ndarray:
     """(side, side) in [0, 1]: the face inside its jaw line and up to the hairline (the brows
-    raised by half the brow-to-nose-tip height), softened at the edge."""
+    raised by ``lift``, a fraction of the side; default half the brow-to-nose-tip height),
+    softened at the edge over side / ``soften`` px."""
     from PIL import Image, ImageDraw
 
     points = np.asarray(points, np.float32)
-    lift = 0.5 * (points[33, 1] - points[17:27, 1].mean())
+    if lift is None:
+        lift = 0.5 * (points[33, 1] - points[17:27, 1].mean())
     outline = np.concatenate([points[0:17], points[26:16:-1] - [0.0, lift]]) * side
     mask = Image.new("F", (side, side), 0.0)
     ImageDraw.Draw(mask).polygon([tuple(p) for p in outline.tolist()], fill=1.0)
-    return local_mean(np.asarray(mask), side / 40.0)
+    return local_mean(np.asarray(mask), side / soften)
 
 
 def skin_mask(points: np.ndarray, side: int, eyes: float = 1.9) -> np.ndarray:
@@ -80,16 +83,16 @@ def skin_mask(points: np.ndarray, side: int, eyes: float = 1.9) -> np.ndarray:
     the eyes ``eyes`` times), with soft edges: where wrinkles and pores are, not the features."""
     from PIL import Image, ImageDraw
 
-    points = np.asarray(points, np.float32) * side
+    pixels = np.asarray(points, np.float32) * side
     mask = Image.new("F", (side, side), 0.0)
     draw = ImageDraw.Draw(mask)
     for part, grow in ((slice(36, 42), eyes), (slice(42, 48), eyes), (slice(17, 22), 1.5),
                        (slice(22, 27), 1.5), (slice(48, 60), 1.35), (slice(31, 36), 1.6)):
-        centre = points[part].mean(0)
-        half = np.maximum((points[part].max(0) - points[part].min(0)) / 2 * grow, side / 60)
+        centre = pixels[part].mean(0)
+        half = np.maximum((pixels[part].max(0) - pixels[part].min(0)) / 2 * grow, side / 60)
         draw.ellipse([tuple(centre - half), tuple(centre + half)], fill=1.0)
     features = local_mean(np.asarray(mask), side / 64.0)
-    return np.clip(face_hull(points / side, side) - 1.5 * features, 0.0, 1.0).astype(np.float32)
+    return np.clip(face_hull(points, side) - 1.5 * features, 0.0, 1.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- warps
@@ -136,14 +139,20 @@ def warp(image: np.ndarray, field: np.ndarray, order: int = 1) -> np.ndarray:
                      for k in range(image.shape[-1])], axis=-1)
 
 
+def area_ratio(field: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """(H, W): how much the mapping x -> x + scale * field (H, W, 2) scales each pixel's area
+    (the Jacobian's determinant; <= 0 where it folds)."""
+    field = np.asarray(field, np.float32)
+    dxy, dxx = np.gradient(field[..., 0])
+    dyy, dyx = np.gradient(field[..., 1])
+    return (1 + scale * dxx) * (1 + scale * dyy) - scale ** 2 * dxy * dyx
+
+
 def fold_free(field: np.ndarray, low: float = 0.5, high: float = 2.0) -> np.ndarray:
     """(H, W) in [0, 1]: 1 where the mapping x -> x + field (H, W, 2) keeps areas within
     [low, high] times their size, falling to 0 where it folds or stretches beyond (a spline
     through the landmarks of a turned head extrapolates there: what it carries is noise)."""
-    field = np.asarray(field, np.float32)
-    dxy, dxx = np.gradient(field[..., 0])
-    dyy, dyx = np.gradient(field[..., 1])
-    det = (1 + dxx) * (1 + dyy) - dxy * dyx
+    det = area_ratio(field)
     ok = np.clip(np.minimum((det - low * 0.5) / (low * 0.5), (2 * high - det) / high), 0.0, 1.0)
     ok = np.minimum(ok, local_mean(ok, max(1.0, field.shape[0] / 32.0)))  # no stray islands
     return ok.astype(np.float32)
@@ -157,11 +166,8 @@ def folding_safe(field: np.ndarray, min_det: float = 0.5, max_shift: float = 0.0
     side = field.shape[0]
     peak = float(np.sqrt((field ** 2).sum(-1)).max())
     scale = min(1.0, max_shift * side / peak) if peak > 0 else 1.0
-    dxy, dxx = np.gradient(field[..., 0])
-    dyy, dyx = np.gradient(field[..., 1])
     for _ in range(12):
-        det = (1 + scale * dxx) * (1 + scale * dyy) - scale ** 2 * dxy * dyx
-        if det.min() >= min_det:
+        if area_ratio(field, scale).min() >= min_det:
             break
         scale *= 0.8
     return field * scale
