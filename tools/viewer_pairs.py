@@ -62,7 +62,7 @@ def make(args) -> int:
     from age_cgan.evaluation.photos import age_photos, photo_rows, use_prototype_strengths
     from age_cgan.evaluation.viewer import PAIRS_PER_SHEET, draw_pairs, sheet, write_key
     from age_cgan.evaluation.viewer import ViewerError
-    from age_cgan.faces import PhotoError, find_faces
+    from age_cgan.faces import FaceDetector, PhotoError, find_faces
     from age_cgan.visualize import save_png
     from age_cgan.pretrained import verified_run
 
@@ -90,6 +90,7 @@ def make(args) -> int:
         print(f"viewer_pairs.py: no face found in {len(aged.failures)} photos to age, left out",
               file=sys.stderr)
     aged_by_path = {path: crops[target] for path, crops in zip(aged.paths, aged.aged)}
+    detector = FaceDetector()
     rng = np.random.default_rng([args.seed, 31])
     faces, key = [], {"target": args.target, "method": method, "strength": args.strength,
                       "real_side": {}, "pairs": {}}
@@ -97,7 +98,8 @@ def make(args) -> int:
         if len(faces) == args.pairs or str(source.path) not in aged_by_path:
             continue
         try:
-            real_face = find_faces(real.path, models.image_size, all_faces=False)[0].detail
+            real_face = find_faces(real.path, models.image_size, detector,
+                                   all_faces=False)[0].detail
         except PhotoError:
             continue
         number = len(faces) + 1
